@@ -1,0 +1,232 @@
+"""Writing and memory-mapping the 1-D Zarr arrays a cache is made of.
+
+Arrays are uncompressed, so a chunk file is the chunk's raw little-endian bytes (the
+last chunk padded to full length, as Zarr expects). Writing the files directly is
+much faster than going through the Zarr API, and the result opens with
+``zarr.open_group`` all the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CacheCorruptError
+from .layout import FileLedger, array_metadata
+
+__all__ = [
+    "DEFAULT_HEAP_CHUNK_BYTES",
+    "write_array",
+    "HeapWriter",
+    "read_array",
+    "ByteHeap",
+]
+
+#: Heap chunk size: large enough for few files, small enough to move in parallel.
+DEFAULT_HEAP_CHUNK_BYTES = 64 << 20
+#: Numeric arrays are chunked by this many elements.
+NUMERIC_CHUNK_LENGTH = 1 << 20
+
+
+def _chunk_path(array_dir: Path, i: int) -> Path:
+    return array_dir / "c" / str(i)
+
+
+def write_array(
+    ledger: FileLedger, array_dir: Path, values: np.ndarray, chunk_length: int | None = None
+) -> None:
+    """Write ``values`` (1-D) as a Zarr v3 array at ``array_dir``."""
+    values = np.ascontiguousarray(values)
+    if values.ndim != 1:
+        raise ValueError(f"cache arrays are 1-D, got shape {values.shape}")
+    values = values.astype(values.dtype.newbyteorder("<"), copy=False)
+    n = len(values)
+    chunk = chunk_length or max(1, min(n, NUMERIC_CHUNK_LENGTH))
+    ledger.write_json(array_dir / "zarr.json", array_metadata(n, chunk, values.dtype))
+    for c, start in enumerate(range(0, n, chunk)):
+        part = values[start : start + chunk]
+        if len(part) < chunk:
+            part = np.concatenate([part, np.zeros(chunk - len(part), values.dtype)])
+        ledger.write_bytes(_chunk_path(array_dir, c), part.tobytes())
+
+
+class HeapWriter:
+    """Appends byte strings to a ``uint8`` heap array, chunk file by chunk file.
+
+    A value that fits in one chunk never straddles two: the writer pads to the next
+    chunk instead, so a reader can hand out every such value as one zero-copy view.
+    """
+
+    def __init__(self, ledger: FileLedger, array_dir: Path, chunk_bytes: int) -> None:
+        if chunk_bytes <= 0:
+            raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes}")
+        self.ledger = ledger
+        self.array_dir = array_dir
+        self.chunk_bytes = chunk_bytes
+        self.length = 0  # bytes written so far, padding included
+        self._chunk_index = -1
+        self._file: Any = None
+        self._hash: Any = None
+        (array_dir / "c").mkdir(parents=True, exist_ok=True)
+
+    def append(self, data: bytes | memoryview | np.ndarray) -> int:
+        """Write ``data`` and return its offset in the heap."""
+        view = memoryview(data).cast("B")
+        size = len(view)
+        room = self.chunk_bytes - (self.length % self.chunk_bytes)
+        if room < size <= self.chunk_bytes:
+            self._write(memoryview(bytes(room)))  # pad: start the value in a fresh chunk
+        offset = self.length
+        self._write(view)
+        return offset
+
+    def _write(self, view: memoryview) -> None:
+        while len(view):
+            chunk_end = (self._chunk_index + 1) * self.chunk_bytes
+            if self._file is None or self.length >= chunk_end:
+                self._next_chunk()
+                chunk_end += self.chunk_bytes
+            piece = view[: chunk_end - self.length]
+            self._file.write(piece)
+            self._hash.update(piece)
+            self.length += len(piece)
+            view = view[len(piece) :]
+
+    def _next_chunk(self) -> None:
+        self._close_chunk()
+        self._chunk_index += 1
+        self._file = open(_chunk_path(self.array_dir, self._chunk_index), "wb")  # noqa: SIM115
+        self._hash = hashlib.sha256()
+
+    def _close_chunk(self) -> None:
+        if self._file is None:
+            return
+        self._file.close()
+        path = _chunk_path(self.array_dir, self._chunk_index)
+        size = self.length - self._chunk_index * self.chunk_bytes
+        self.ledger.record(path, size, self._hash.hexdigest())
+        self._file = None
+
+    def finish(self) -> int:
+        """Pad the last chunk, write the array metadata; return the heap length.
+
+        A heap that fits in one chunk gets a chunk exactly its size, so small heaps
+        (paths, a small dataset) carry no padding.
+        """
+        used = self.length
+        chunk = self.chunk_bytes
+        if self._chunk_index <= 0:
+            chunk = max(used, 1)
+        elif used % chunk:
+            pad = bytes(chunk - used % chunk)
+            self._file.write(pad)
+            self._hash.update(pad)
+            self.length += len(pad)
+        self._close_chunk()
+        self.length = used
+        self.ledger.write_json(
+            self.array_dir / "zarr.json", array_metadata(used, chunk, np.dtype("u1"))
+        )
+        return used
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _array_meta(array_dir: Path) -> tuple[int, int, np.dtype[Any]]:
+    import json
+
+    meta = json.loads((array_dir / "zarr.json").read_bytes())
+    try:
+        (length,) = meta["shape"]
+        (chunk,) = meta["chunk_grid"]["configuration"]["chunk_shape"]
+        dtype = np.dtype(meta["data_type"]).newbyteorder("<")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CacheCorruptError(f"{array_dir}/zarr.json is not a 1-D array's metadata") from exc
+    return int(length), int(chunk), dtype
+
+
+def read_array(array_dir: Path) -> np.ndarray:
+    """Read a whole (small) array into memory."""
+    length, chunk, dtype = _array_meta(array_dir)
+    out = np.zeros(length, dtype)
+    for c, start in enumerate(range(0, length, chunk)):
+        path = _chunk_path(array_dir, c)
+        try:
+            data = np.fromfile(path, dtype=dtype)
+        except FileNotFoundError:
+            continue  # Zarr omits chunks equal to the fill value
+        stop = min(start + chunk, length)
+        if len(data) < stop - start:
+            raise CacheCorruptError(
+                f"{path} holds {len(data)} values, expected {chunk}: the cache is damaged; "
+                f"run `slipstream verify` and rebuild it"
+            )
+        out[start:stop] = data[: stop - start]
+    return out
+
+
+class ByteHeap:
+    """A read-only, memory-mapped ``uint8`` heap with per-value offsets and sizes."""
+
+    def __init__(self, array_dir: Path, offsets: np.ndarray, sizes: np.ndarray) -> None:
+        self.array_dir = array_dir
+        self.length, self.chunk_bytes, _ = _array_meta(array_dir)
+        self.offsets = offsets
+        self.sizes = sizes
+        n_chunks = -(-self.length // self.chunk_bytes) if self.length else 0
+        self._maps: list[mmap.mmap] = []
+        self._views: list[np.ndarray] = []
+        for c in range(n_chunks):
+            path = _chunk_path(array_dir, c)
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size < min(self.chunk_bytes, self.length - c * self.chunk_bytes):
+                    raise CacheCorruptError(
+                        f"{path} is {size} bytes, shorter than its chunk: the cache is damaged; "
+                        f"run `slipstream verify` and rebuild it"
+                    )
+                m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._maps.append(m)
+            self._views.append(np.frombuffer(m, dtype=np.uint8))
+        end = offsets.astype(np.int64) + sizes
+        if len(end) and int(end.max()) > self.length:
+            raise CacheCorruptError(f"{array_dir}: offsets point past the heap's end")
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def view(self, i: int) -> np.ndarray:
+        """Value ``i`` as a ``uint8`` array: a view into the map unless it straddles chunks."""
+        off = int(self.offsets[i])
+        size = int(self.sizes[i])
+        c, start = divmod(off, self.chunk_bytes)
+        if start + size <= self.chunk_bytes or size == 0:
+            return self._views[c][start : start + size] if size else np.empty(0, np.uint8)
+        parts = []
+        while size:
+            take = min(size, self.chunk_bytes - start)
+            parts.append(self._views[c][start : start + take])
+            size -= take
+            c, start = c + 1, 0
+        return np.concatenate(parts)
+
+    def gather(self, indices: np.ndarray | list[int]) -> list[np.ndarray]:
+        """Views of several values (no copy for values within one chunk)."""
+        return [self.view(int(i)) for i in indices]
+
+    def close(self) -> None:
+        self._views.clear()
+        for m in self._maps:
+            try:
+                m.close()
+            except BufferError:
+                pass  # a view handed out is still alive; the map closes when it is freed
+        self._maps.clear()

@@ -1,0 +1,45 @@
+"""Content keys: the name a cache is stored and shared under."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from ..schema import Field
+from .layout import FORMAT_VERSION
+
+__all__ = ["content_key"]
+
+KEY_HEX_DIGITS = 40
+
+
+def content_key(
+    source_name: str,
+    fingerprint: Any,
+    fields: Sequence[Field],
+    image_format: str,
+    format_version: int = FORMAT_VERSION,
+) -> str:
+    """Hash everything that identifies a cache's contents.
+
+    Two caches share a key exactly when they come from the same source data (by its
+    fingerprint), with the same fields, in the same image format and cache format
+    version. Nothing else (paths, hosts, credentials, time) goes in.
+    """
+    identity = {
+        "format_version": format_version,
+        "source": source_name,
+        "fingerprint": fingerprint,
+        "fields": [f.to_json() for f in fields],
+        "image_format": image_format,
+    }
+    try:
+        canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"source {source_name!r} returned a fingerprint that is not plain JSON "
+            f"(dicts, lists, strings, finite numbers): {exc}"
+        ) from exc
+    return hashlib.sha256(canonical.encode()).hexdigest()[:KEY_HEX_DIGITS]

@@ -1,0 +1,162 @@
+"""The on-disk layout of a cache: names, format version, Zarr v3 metadata, manifest.
+
+See ``docs/cache-format.md`` for the specification this module implements.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CacheCorruptError, CacheFormatError, CacheNotFoundError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "ATTRS_KEY",
+    "INDEXES_GROUP",
+    "HEAP_ARRAYS",
+    "IMAGE_ARRAYS",
+    "Codec",
+    "is_complete",
+    "array_metadata",
+    "group_metadata",
+    "write_json",
+    "read_manifest",
+    "read_attrs",
+    "FileLedger",
+]
+
+#: Bumped whenever a reader of the previous version would misread a new cache.
+FORMAT_VERSION = 1
+#: Written last; its presence marks a complete cache. Lists every file with its checksum.
+MANIFEST_NAME = "slipstream-manifest.json"
+#: The key under the root group's attributes that holds slipstream's metadata.
+ATTRS_KEY = "slipstream"
+#: The sub-group holding value -> samples indexes written by ``write_index``.
+INDEXES_GROUP = "_indexes"
+#: Arrays of a byte-heap field (bytes, str, image).
+HEAP_ARRAYS = ("heap", "offsets", "sizes")
+#: Extra arrays of an image field.
+IMAGE_ARRAYS = ("heights", "widths", "codecs")
+CHECKSUM = "sha256"
+
+
+class Codec:
+    """How an image's bytes in the heap are encoded (the ``codecs`` array)."""
+
+    JPEG = 0  #: baseline/progressive JPEG, YCbCr or grayscale: libjpeg-turbo decodes to RGB
+    ENCODED = 1  #: any other format Pillow reads (PNG, CMYK JPEG, WebP, ...): decode with Pillow
+    RAW_RGB = 2  #: height x width x 3 uint8 pixels, row-major
+
+    NAMES = {JPEG: "jpeg", ENCODED: "encoded", RAW_RGB: "raw_rgb"}
+
+
+def is_complete(path: str | os.PathLike[str]) -> bool:
+    """A cache directory is complete once its manifest exists (it is written last)."""
+    return (Path(path) / MANIFEST_NAME).is_file()
+
+
+def array_metadata(length: int, chunk_length: int, dtype: np.dtype[Any]) -> dict[str, Any]:
+    """Zarr v3 metadata of an uncompressed 1-D array: chunk files are raw little-endian bytes."""
+    dtype = np.dtype(dtype)
+    codec: dict[str, Any] = {"name": "bytes"}
+    if dtype.itemsize > 1:
+        codec["configuration"] = {"endian": "little"}
+    return {
+        "zarr_format": 3,
+        "node_type": "array",
+        "shape": [int(length)],
+        "data_type": dtype.name,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [int(chunk_length)]}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": 0.0 if dtype.kind == "f" else 0,
+        "codecs": [codec],
+        "attributes": {},
+        "storage_transformers": [],
+    }
+
+
+def group_metadata(attributes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    return {"zarr_format": 3, "node_type": "group", "attributes": dict(attributes or {})}
+
+
+def write_json(path: Path, obj: Any) -> bytes:
+    data = json.dumps(obj, indent=2, sort_keys=True).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return data
+
+
+def read_attrs(cache_dir: Path) -> dict[str, Any]:
+    """The slipstream attributes of a cache, checked for a format version we can read."""
+    meta_path = cache_dir / "zarr.json"
+    try:
+        meta = json.loads(meta_path.read_bytes())
+    except FileNotFoundError as exc:
+        raise CacheNotFoundError(f"{cache_dir} is not a slipstream cache: no zarr.json") from exc
+    except ValueError as exc:
+        raise CacheCorruptError(f"{meta_path} is not valid JSON ({exc}); rebuild the cache") from exc
+    attrs = meta.get("attributes", {}).get(ATTRS_KEY) if isinstance(meta, dict) else None
+    if not isinstance(attrs, dict):
+        raise CacheFormatError(
+            f"{cache_dir} is a Zarr group but not a slipstream cache: its attributes have no "
+            f"{ATTRS_KEY!r} entry"
+        )
+    version = attrs.get("format_version")
+    if not isinstance(version, int):
+        raise CacheFormatError(
+            f"{cache_dir}: the cache records no integer format_version (got {version!r}); "
+            f"rebuild it with `slipstream build`"
+        )
+    if version > FORMAT_VERSION:
+        raise CacheFormatError(
+            f"{cache_dir} was written in cache format {version}, newer than the {FORMAT_VERSION} "
+            f"this slipstream reads; upgrade slipstream (pip install -U slipstream)"
+        )
+    if version < 1:
+        raise CacheFormatError(f"{cache_dir}: unknown cache format version {version}")
+    return attrs
+
+
+def read_manifest(cache_dir: Path) -> dict[str, Any]:
+    path = cache_dir / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_bytes())
+    except FileNotFoundError as exc:
+        raise CacheNotFoundError(
+            f"{cache_dir} is not a complete cache: {MANIFEST_NAME} is missing (a build that "
+            f"did not finish); delete it and build again"
+        ) from exc
+    except ValueError as exc:
+        raise CacheCorruptError(f"{path} is not valid JSON ({exc}); rebuild the cache") from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise CacheCorruptError(f"{path} has no 'files' table; rebuild the cache")
+    return manifest
+
+
+class FileLedger:
+    """Records each file written into a cache with its size and checksum."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.files: dict[str, dict[str, Any]] = {}
+
+    def record(self, path: Path, size: int, digest: str) -> None:
+        rel = path.relative_to(self.root).as_posix()
+        self.files[rel] = {"size": size, CHECKSUM: digest}
+
+    def write_bytes(self, path: Path, data: bytes | memoryview) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        self.record(path, len(data), hashlib.sha256(data).hexdigest())
+
+    def write_json(self, path: Path, obj: Any) -> None:
+        self.write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())

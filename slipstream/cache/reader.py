@@ -1,0 +1,201 @@
+"""Opening a cache: memory-mapped heaps and in-memory numeric columns."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import CacheError, CacheNotFoundError
+from ..schema import Field, FieldKind
+from .arrays import ByteHeap, read_array
+from .layout import INDEXES_GROUP, Codec, read_attrs, read_manifest
+
+if TYPE_CHECKING:
+    from .index import FieldIndex
+
+__all__ = ["Cache", "ImageColumn", "HeapColumn"]
+
+
+class HeapColumn:
+    """A bytes or str field: one memory-mapped heap."""
+
+    def __init__(self, field_dir: Path, kind: FieldKind) -> None:
+        self.kind = kind
+        self.heap = ByteHeap(
+            field_dir / "heap", read_array(field_dir / "offsets"), read_array(field_dir / "sizes")
+        )
+
+    def __len__(self) -> int:
+        return len(self.heap)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return self.heap.sizes
+
+    def view(self, i: int) -> np.ndarray:
+        return self.heap.view(i)
+
+    def gather(self, indices: np.ndarray | list[int]) -> list[np.ndarray]:
+        return self.heap.gather(indices)
+
+    def value(self, i: int) -> Any:
+        data = self.heap.view(i)
+        return data.tobytes().decode("utf-8") if self.kind is FieldKind.STR else data.tobytes()
+
+    def values(self, indices: np.ndarray | list[int]) -> list[Any]:
+        return [self.value(int(i)) for i in indices]
+
+    def close(self) -> None:
+        self.heap.close()
+
+
+class ImageColumn(HeapColumn):
+    """An image field: its heap plus per-image height, width and codec."""
+
+    def __init__(self, field_dir: Path) -> None:
+        super().__init__(field_dir, FieldKind.IMAGE)
+        self.heights = read_array(field_dir / "heights")
+        self.widths = read_array(field_dir / "widths")
+        self.codecs = read_array(field_dir / "codecs")
+
+    def value(self, i: int) -> Any:
+        return self.heap.view(i).tobytes()
+
+
+class Cache:
+    """A complete cache on local disk, opened read-only.
+
+    Numeric fields are loaded into memory; byte heaps are memory-mapped, and
+    :meth:`ImageColumn.gather` hands out views into the maps with no per-sample copy.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise CacheNotFoundError(f"no cache at {self.path}: not a directory")
+        self.attrs = read_attrs(self.path)
+        self.manifest = read_manifest(self.path)
+        self.key: str = self.attrs["key"]
+        self.num_samples: int = int(self.attrs["num_samples"])
+        self.fields = tuple(Field.from_json(f) for f in self.attrs["fields"])
+        self.image_format: str = self.attrs.get("image_format", "jpeg")
+        self._columns: dict[str, Any] = {}
+
+    # -- structure ------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.num_samples
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"cache {self.key} has no field {name!r}; it has {list(self.field_names)}")
+
+    @property
+    def image_fields(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields if f.kind is FieldKind.IMAGE)
+
+    @property
+    def source(self) -> dict[str, Any]:
+        return dict(self.attrs.get("source", {}))
+
+    # -- columns --------------------------------------------------------------------------
+    def column(self, name: str) -> Any:
+        """A field's column: an ndarray (numbers), :class:`HeapColumn` or :class:`ImageColumn`."""
+        col = self._columns.get(name)
+        if col is None:
+            f = self.field(name)
+            d = self.path / name
+            if f.kind is FieldKind.IMAGE:
+                col = ImageColumn(d)
+            elif f.kind in (FieldKind.STR, FieldKind.BYTES):
+                col = HeapColumn(d, f.kind)
+            else:
+                col = read_array(d)
+                col.flags.writeable = False
+            if len(col) != self.num_samples:
+                raise CacheError(f"{d}: {len(col)} values, expected {self.num_samples}")
+            self._columns[name] = col
+        return col
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """Sample ``index`` as plain values (image bytes, ints, floats, strings)."""
+        if not -self.num_samples <= index < self.num_samples:
+            raise IndexError(f"sample {index} out of range for a cache of {self.num_samples}")
+        index %= self.num_samples
+        out: dict[str, Any] = {}
+        for f in self.fields:
+            col = self.column(f.name)
+            out[f.name] = col[index].item() if isinstance(col, np.ndarray) else col.value(index)
+        return out
+
+    # -- indexes --------------------------------------------------------------------------
+    @property
+    def index_names(self) -> tuple[str, ...]:
+        d = self.path / INDEXES_GROUP
+        if not d.is_dir():
+            return ()
+        return tuple(sorted(p.name for p in d.iterdir() if (p / "zarr.json").is_file()))
+
+    def index(self, field: str) -> FieldIndex:
+        from .index import FieldIndex
+
+        return FieldIndex.open(self, field)
+
+    # -- reporting ------------------------------------------------------------------------
+    def size_bytes(self) -> int:
+        return sum(int(f["size"]) for f in self.manifest["files"].values())
+
+    def info(self) -> dict[str, Any]:
+        """A summary for ``slipstream info``: samples, fields, sizes, key, format."""
+        images = {}
+        for name in self.image_fields:
+            col = self.column(name)
+            counts = np.bincount(col.codecs, minlength=3)
+            images[name] = {
+                "bytes": int(col.sizes.sum(dtype=np.uint64)),
+                "codecs": {Codec.NAMES[c]: int(n) for c, n in enumerate(counts) if n},
+                "mean_height": float(col.heights.mean()) if len(col) else 0.0,
+                "mean_width": float(col.widths.mean()) if len(col) else 0.0,
+            }
+        return {
+            "path": str(self.path),
+            "key": self.key,
+            "format_version": self.attrs["format_version"],
+            "image_format": self.image_format,
+            "num_samples": self.num_samples,
+            "fields": {f.name: f.kind.value for f in self.fields},
+            "images": images,
+            "indexes": list(self.index_names),
+            "files": len(self.manifest["files"]),
+            "size_bytes": self.size_bytes(),
+            "source": self.source,
+        }
+
+    def verify(self, progress: bool = False) -> Any:
+        from .verify import verify_cache
+
+        return verify_cache(self.path, progress=progress)
+
+    def close(self) -> None:
+        for col in self._columns.values():
+            if not isinstance(col, np.ndarray):
+                col.close()
+        self._columns.clear()
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Cache({str(self.path)!r}, {self.num_samples} samples, fields={list(self.field_names)})"
+

@@ -1,0 +1,176 @@
+"""Writing one cache directory from a stream of ``(index, sample)`` pairs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import SampleError
+from ..schema import Field, FieldKind, RawImage, Sample
+from .arrays import HeapWriter, write_array
+from .images import probe_image
+from .layout import (
+    ATTRS_KEY,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    FileLedger,
+    group_metadata,
+    write_json,
+)
+
+__all__ = ["CacheWriter", "SUPPORTED_IMAGE_FORMATS"]
+
+SUPPORTED_IMAGE_FORMATS = ("jpeg",)
+_NUMERIC_DTYPES = {FieldKind.INT: np.dtype("<i8"), FieldKind.FLOAT: np.dtype("<f8")}
+
+
+class _HeapField:
+    def __init__(self, ledger: FileLedger, root: Path, field: Field, n: int, chunk_bytes: int):
+        self.field = field
+        self.dir = root / field.name
+        self.heap = HeapWriter(ledger, self.dir / "heap", chunk_bytes)
+        self.offsets = np.zeros(n, np.uint64)
+        self.sizes = np.zeros(n, np.uint32)
+        if field.kind is FieldKind.IMAGE:
+            self.heights = np.zeros(n, np.uint32)
+            self.widths = np.zeros(n, np.uint32)
+            self.codecs = np.zeros(n, np.uint8)
+
+    def add(self, i: int, value: Any, name: str) -> None:
+        kind = self.field.kind
+        if kind is FieldKind.IMAGE:
+            info = probe_image(value, name)
+            self.heights[i], self.widths[i], self.codecs[i] = info.height, info.width, info.codec
+            data = value.pixels if isinstance(value, RawImage) else value
+        elif kind is FieldKind.STR:
+            if not isinstance(value, str):
+                raise SampleError(f"{name}: field {self.field.name!r} should be str, got "
+                                  f"{type(value).__name__}", index=i, path=name)
+            data = value.encode("utf-8")
+        else:
+            if not isinstance(value, (bytes, bytearray, memoryview, np.ndarray)):
+                raise SampleError(f"{name}: field {self.field.name!r} should be bytes, got "
+                                  f"{type(value).__name__}", index=i, path=name)
+            data = value
+        size = memoryview(data).nbytes
+        if size >= 1 << 32:
+            raise SampleError(f"{name}: field {self.field.name!r} is {size} bytes; the cache "
+                              f"format holds values under 4 GiB", index=i, path=name)
+        self.offsets[i] = self.heap.append(data)
+        self.sizes[i] = size
+
+    def finish(self, ledger: FileLedger) -> dict[str, Any]:
+        length = self.heap.finish()
+        write_array(ledger, self.dir / "offsets", self.offsets)
+        write_array(ledger, self.dir / "sizes", self.sizes)
+        if self.field.kind is FieldKind.IMAGE:
+            write_array(ledger, self.dir / "heights", self.heights)
+            write_array(ledger, self.dir / "widths", self.widths)
+            write_array(ledger, self.dir / "codecs", self.codecs)
+        ledger.write_json(self.dir / "zarr.json", group_metadata({"kind": self.field.kind.value}))
+        return {"heap_bytes": length}
+
+    def abort(self) -> None:
+        self.heap.abort()
+
+
+class CacheWriter:
+    """Fills a fresh directory with a cache; :meth:`finish` writes the manifest last."""
+
+    def __init__(
+        self,
+        directory: Path,
+        fields: Sequence[Field],
+        num_samples: int,
+        *,
+        image_format: str = "jpeg",
+        heap_chunk_bytes: int,
+    ) -> None:
+        if image_format not in SUPPORTED_IMAGE_FORMATS:
+            raise ValueError(
+                f"image_format={image_format!r} is not supported; expected one of "
+                f"{', '.join(SUPPORTED_IMAGE_FORMATS)}"
+            )
+        self.directory = directory
+        self.fields = tuple(fields)
+        self.num_samples = num_samples
+        self.image_format = image_format
+        self.ledger = FileLedger(directory)
+        self._seen = np.zeros(num_samples, bool)
+        self._heaps: dict[str, _HeapField] = {}
+        self._numbers: dict[str, np.ndarray] = {}
+        for f in self.fields:
+            if f.kind in _NUMERIC_DTYPES:
+                self._numbers[f.name] = np.zeros(num_samples, _NUMERIC_DTYPES[f.kind])
+            else:
+                self._heaps[f.name] = _HeapField(
+                    self.ledger, directory, f, num_samples, heap_chunk_bytes
+                )
+
+    def add(self, index: int, sample: Sample, name: str) -> None:
+        """Store sample ``index``; ``name`` (its path, say) is used in errors."""
+        if not 0 <= index < self.num_samples:
+            raise SampleError(f"{name}: sample index {index} is outside 0..{self.num_samples - 1}",
+                              index=index, path=name)
+        if self._seen[index]:
+            raise SampleError(f"{name}: the source produced sample {index} twice",
+                              index=index, path=name)
+        for f in self.fields:
+            try:
+                value = sample[f.name]
+            except KeyError:
+                raise SampleError(f"{name}: the sample has no field {f.name!r} (it has "
+                                  f"{sorted(sample)})", index=index, path=name) from None
+            if f.name in self._numbers:
+                self._numbers[f.name][index] = _number(value, f, name, index)
+            else:
+                self._heaps[f.name].add(index, value, name)
+        self._seen[index] = True
+
+    def finish(self, key: str, source_description: Mapping[str, Any]) -> None:
+        missing = np.flatnonzero(~self._seen)
+        if len(missing):
+            raise SampleError(
+                f"the source produced {self.num_samples - len(missing)} of "
+                f"{self.num_samples} samples; missing e.g. {missing[:5].tolist()}"
+            )
+        field_info: dict[str, Any] = {}
+        for name, values in self._numbers.items():
+            write_array(self.ledger, self.directory / name, values)
+        for name, heap in self._heaps.items():
+            field_info[name] = heap.finish(self.ledger)
+        attrs = {
+            "format_version": FORMAT_VERSION,
+            "key": key,
+            "num_samples": self.num_samples,
+            "fields": [f.to_json() for f in self.fields],
+            "image_format": self.image_format,
+            "source": dict(source_description),
+            "field_info": field_info,
+            "created_unix": int(time.time()),
+        }
+        self.ledger.write_json(self.directory / "zarr.json", group_metadata({ATTRS_KEY: attrs}))
+        manifest = {"format_version": FORMAT_VERSION, "key": key, "files": self.ledger.files}
+        write_json(self.directory / MANIFEST_NAME, manifest)
+
+    def abort(self) -> None:
+        for heap in self._heaps.values():
+            heap.abort()
+
+
+def _number(value: Any, field: Field, name: str, index: int) -> int | float:
+    ok = (
+        isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+        if field.kind is FieldKind.INT
+        else isinstance(value, (int, float, np.integer, np.floating))
+    )
+    if not ok:
+        raise SampleError(
+            f"{name}: field {field.name!r} should be {field.kind.value}, got {value!r}",
+            index=index, path=name,
+        )
+    return value  # type: ignore[no-any-return]

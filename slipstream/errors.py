@@ -1,0 +1,71 @@
+"""The exceptions slipstream raises.
+
+Every error subclasses :class:`SlipstreamError` and, where one fits, the matching
+builtin (``FileNotFoundError``, ``ValueError``), so callers can catch either.
+Messages name the input, what was expected, and the fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SlipstreamError",
+    "PluginError",
+    "SourceNotFoundError",
+    "SourceDetectionError",
+    "UnsafeArchiveError",
+    "SampleError",
+    "CacheError",
+    "CacheNotFoundError",
+    "CacheFormatError",
+    "CacheCorruptError",
+    "MissingDependencyError",
+]
+
+
+class SlipstreamError(Exception):
+    """Base class of every error slipstream raises on purpose."""
+
+
+class PluginError(SlipstreamError):
+    """A plugin is broken: it failed to import, or returned something that breaks the contract."""
+
+
+class SourceNotFoundError(SlipstreamError, FileNotFoundError):
+    """The dataset location does not exist or cannot be listed."""
+
+
+class SourceDetectionError(SlipstreamError, ValueError):
+    """No registered source recognises the input (the message lists what was tried)."""
+
+
+class UnsafeArchiveError(SlipstreamError, ValueError):
+    """An archive member would escape its target (``..``, absolute path, link or device)."""
+
+
+class SampleError(SlipstreamError, ValueError):
+    """One sample could not be read or understood; the message names the sample and its source."""
+
+    def __init__(self, message: str, *, index: int | None = None, path: str | None = None):
+        super().__init__(message)
+        self.index = index
+        self.path = path
+
+
+class CacheError(SlipstreamError):
+    """Base class of cache errors."""
+
+
+class CacheNotFoundError(CacheError, FileNotFoundError):
+    """No complete cache exists at the location."""
+
+
+class CacheFormatError(CacheError, ValueError):
+    """The cache was written in a format version this slipstream cannot read."""
+
+
+class CacheCorruptError(CacheError):
+    """A cache file does not match its recorded size or checksum."""
+
+
+class MissingDependencyError(SlipstreamError, ImportError):
+    """An optional dependency is missing; the message names the extra that installs it."""

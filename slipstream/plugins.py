@@ -1,0 +1,183 @@
+"""The plugin host: one pluggy manager, loading the ``slipstream`` entry points on first use."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError
+
+if TYPE_CHECKING:
+    from .sources.base import Source
+    from .stores.base import CacheStore
+
+__all__ = ["ENTRY_POINT_GROUP", "PluginInfo", "PluginHost", "get_plugin_host"]
+
+#: The entry-point group scanned for plugins (built-ins included).
+ENTRY_POINT_GROUP = "slipstream"
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One loaded plugin and where it came from."""
+
+    name: str
+    module: str
+    distribution: str
+    version: str
+    sources: tuple[str, ...]
+    stores: tuple[str, ...]
+
+
+class PluginHost:
+    """Wraps a :class:`pluggy.PluginManager` with slipstream's registries.
+
+    Entry points are loaded on the first call that needs them, never at import.
+    """
+
+    def __init__(self, load_entry_points: bool = True) -> None:
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self._pm.add_hookspecs(hookspecs)
+        self._load_entry_points = load_entry_points
+        self._loaded = False
+        self._lock = threading.Lock()
+        self._sources: dict[str, type[Source]] = {}
+        self._stores: dict[str, type[CacheStore]] = {}
+
+    @property
+    def manager(self) -> pluggy.PluginManager:
+        return self._pm
+
+    def register(self, plugin: object, name: str | None = None) -> None:
+        """Register a plugin object directly (for tests and embedding applications)."""
+        with self._lock:
+            self._pm.register(plugin, name=name)
+            self._pm.check_pending()
+            if self._loaded:
+                self._collect()
+
+    def _ensure_loaded(self) -> None:
+        with self._lock:
+            if self._loaded:
+                return
+            if self._load_entry_points:
+                try:
+                    self._pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+                except Exception as exc:  # an entry point that fails to import
+                    raise PluginError(
+                        f"a plugin in the {ENTRY_POINT_GROUP!r} entry-point group failed to "
+                        f"load: {type(exc).__name__}: {exc}. Fix or uninstall that plugin "
+                        f"(`pip list` shows what is installed)."
+                    ) from exc
+            self._pm.check_pending()
+            self._collect()
+            self._loaded = True
+
+    def _collect(self) -> None:
+        from .sources.base import Source
+        from .stores.base import CacheStore
+
+        self._sources.clear()
+        self._stores.clear()
+        owner: dict[str, str] = {}
+        for impl in self._pm.hook.slipstream_sources.get_hookimpls():
+            plugin_name = impl.plugin_name
+            for cls in impl.function() or ():
+                if not (isinstance(cls, type) and issubclass(cls, Source)):
+                    raise PluginError(
+                        f"plugin {plugin_name!r}: slipstream_sources() returned {cls!r}; "
+                        f"expected subclasses of slipstream.sources.Source"
+                    )
+                name = getattr(cls, "name", None)
+                if not isinstance(name, str) or not name:
+                    raise PluginError(f"plugin {plugin_name!r}: source {cls!r} has no `name`")
+                if name in self._sources and self._sources[name] is not cls:
+                    raise PluginError(
+                        f"source name {name!r} is provided by both plugin "
+                        f"{owner['source:' + name]!r} and plugin {plugin_name!r}; "
+                        f"uninstall one of them"
+                    )
+                self._sources[name] = cls
+                owner["source:" + name] = plugin_name
+        for impl in self._pm.hook.slipstream_stores.get_hookimpls():
+            plugin_name = impl.plugin_name
+            for cls in impl.function() or ():
+                if not (isinstance(cls, type) and issubclass(cls, CacheStore)):
+                    raise PluginError(
+                        f"plugin {plugin_name!r}: slipstream_stores() returned {cls!r}; "
+                        f"expected subclasses of slipstream.stores.CacheStore"
+                    )
+                for protocol in cls.protocols:
+                    key = "store:" + protocol
+                    if protocol in self._stores and self._stores[protocol] is not cls:
+                        raise PluginError(
+                            f"store protocol {protocol!r} is claimed by both plugin "
+                            f"{owner[key]!r} and plugin {plugin_name!r}; uninstall one of them"
+                        )
+                    self._stores[protocol] = cls
+                    owner[key] = plugin_name
+
+    # -- registries ----------------------------------------------------------------------
+    def sources(self) -> dict[str, type[Source]]:
+        """Every registered source class by name, highest detection priority first."""
+        self._ensure_loaded()
+        ordered = sorted(self._sources.items(), key=lambda kv: (-kv[1].priority, kv[0]))
+        return dict(ordered)
+
+    def stores(self) -> dict[str, type[CacheStore]]:
+        """Every registered store class by URL protocol."""
+        self._ensure_loaded()
+        return dict(self._stores)
+
+    def plugins(self) -> list[PluginInfo]:
+        """What is loaded, from which distribution, at which version."""
+        self._ensure_loaded()
+        dists = {id(plugin): dist for plugin, dist in self._pm.list_plugin_distinfo()}
+        infos = []
+        for name, plugin in self._pm.list_name_plugin():
+            if plugin is None:
+                continue
+            dist = dists.get(id(plugin))
+            sources = tuple(
+                n for n, c in self._sources.items()
+                if _provided_by(self._pm, plugin, "slipstream_sources", c)
+            )
+            stores = tuple(
+                p for p, c in self._stores.items()
+                if _provided_by(self._pm, plugin, "slipstream_stores", c)
+            )
+            infos.append(
+                PluginInfo(
+                    name=name,
+                    module=getattr(plugin, "__name__", type(plugin).__name__),
+                    distribution=dist.project_name if dist is not None else "(registered directly)",
+                    version=dist.version if dist is not None else "",
+                    sources=sources,
+                    stores=stores,
+                )
+            )
+        return infos
+
+
+def _provided_by(pm: pluggy.PluginManager, plugin: object, hook: str, cls: type) -> bool:
+    for impl in getattr(pm.hook, hook).get_hookimpls():
+        if impl.plugin is plugin and cls in (impl.function() or ()):
+            return True
+    return False
+
+
+_host: PluginHost | None = None
+_host_lock = threading.Lock()
+
+
+def get_plugin_host() -> PluginHost:
+    """The process-wide plugin host, created (not loaded) on first call."""
+    global _host
+    with _host_lock:
+        if _host is None:
+            _host = PluginHost()
+        return _host

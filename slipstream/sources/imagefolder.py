@@ -1,0 +1,127 @@
+"""ImageFolder: ``ROOT/CLASS/IMAGE`` at a local path or any fsspec URL."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import SampleError, SourceNotFoundError
+from ..hookspecs import hookimpl
+from ..location import Location
+from ..schema import Field, FieldKind, Sample
+from ._fsinfo import version_tag
+from ._imagefolder_layout import FolderLayout, is_image_name
+from .base import Detection, Source
+
+__all__ = ["ImageFolderSource"]
+
+_PROBE_CLASSES = 8
+
+
+class ImageFolderSource(Source):
+    """Class folders → integer labels (sorted names), with ``image``, ``label`` and ``path``.
+
+    ``path`` is the image's path relative to the root, ``CLASS/NAME.jpg``. The class
+    names are in :attr:`classes`.
+    """
+
+    name = "imagefolder"
+    priority = 10
+
+    _FIELDS = (
+        Field("image", FieldKind.IMAGE),
+        Field("label", FieldKind.INT),
+        Field("path", FieldKind.STR),
+    )
+
+    def __init__(self, location: Location, **options: Any) -> None:
+        super().__init__(location, **options)
+        entries = _list_files(location)
+        self._layout = FolderLayout.from_relpaths(entries)
+        self._versions = [entries[p] for p in self._layout.relpaths]
+        self.classes = self._layout.classes
+
+    @classmethod
+    def detect(cls, location: Location) -> Detection:
+        fs, path = location.fs, location.path
+        if not fs.isdir(path):
+            return Detection.no("not a directory")
+        subdirs = [e["name"] for e in fs.ls(path, detail=True) if e["type"] == "directory"]
+        if not subdirs:
+            return Detection.no("no class sub-directories")
+        for sub in sorted(subdirs)[:_PROBE_CLASSES]:
+            if any(is_image_name(n) for n in fs.ls(sub, detail=False)):
+                return Detection.yes(f"class directory {sub.rsplit('/', 1)[-1]!r} holds images")
+        return Detection.no(
+            f"none of the first {_PROBE_CLASSES} sub-directories directly holds image files"
+        )
+
+    @property
+    def fields(self) -> tuple[Field, ...]:
+        return self._FIELDS
+
+    def __len__(self) -> int:
+        return len(self._layout)
+
+    def fingerprint(self) -> Any:
+        return {
+            "files": [[p, v] for p, v in zip(self._layout.relpaths, self._versions)],
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "classes": list(self.classes)}
+
+    def sample_name(self, index: int) -> str:
+        return self.location.child(self._layout.relpaths[index])
+
+    def read(self, index: int) -> Sample:
+        relpath = self._layout.relpaths[index]
+        full = self.location.child(relpath)
+        try:
+            if self.location.is_local:
+                with open(full, "rb") as f:
+                    data = f.read()
+            else:
+                data = self.location.fs.cat_file(full)
+        except OSError as exc:
+            raise SampleError(f"{full}: cannot read image ({exc})", index=index, path=full) from exc
+        return {"image": data, "label": self._layout.labels[index], "path": relpath}
+
+
+def _list_files(location: Location) -> dict[str, str]:
+    """Relative path → version tag of every file below the root."""
+    fs, root = location.fs, location.path.rstrip("/")
+    if location.is_local:
+        return _list_local(root)
+    try:
+        found = fs.find(root, detail=True)
+    except FileNotFoundError as exc:
+        raise SourceNotFoundError(f"{location.describe()}: no such directory") from exc
+    return {
+        name[len(root) + 1 :]: f"{entry.get('size')}:{version_tag(entry)}"
+        for name, entry in found.items()
+        if entry.get("type") != "directory"
+    }
+
+
+def _list_local(root: str) -> dict[str, str]:
+    if not os.path.isdir(root):
+        raise SourceNotFoundError(f"{root}: no such directory")
+    out: dict[str, str] = {}
+    pending = [root]
+    while pending:
+        d = pending.pop()
+        with os.scandir(d) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=True):
+                    pending.append(e.path)
+                elif e.is_file(follow_symlinks=True):
+                    st = e.stat()
+                    out[e.path[len(root) + 1 :]] = f"{st.st_size}:{st.st_mtime_ns}"
+    return out
+
+
+@hookimpl
+def slipstream_sources() -> Sequence[type[Source]]:
+    return [ImageFolderSource]

@@ -1,0 +1,126 @@
+"""Caches in a local (or locally mounted, NFS-style) directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..cache import layout
+from ..hookspecs import hookimpl
+from ..location import Location
+from .base import CacheStore
+
+__all__ = ["LocalStore", "default_cache_dir"]
+
+CACHE_DIR_ENV = "SLIPSTREAM_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    """``$SLIPSTREAM_CACHE_DIR`` if set, else ``~/.slipstream`` (which may be a symlink)."""
+    env = os.environ.get(CACHE_DIR_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".slipstream"
+
+
+class LocalStore(CacheStore):
+    """A directory of caches: ``ROOT/KEY/`` for each complete cache, ``ROOT/.tmp/`` for builds.
+
+    Builds go into ``ROOT/.tmp/KEY.PID.RANDOM/`` and are published with one
+    :func:`os.rename`, so a cache directory under ``ROOT`` is always complete.
+    """
+
+    protocols = ("file", "local")
+
+    def __init__(self, location: Location | str | os.PathLike[str]) -> None:
+        if not isinstance(location, Location):
+            location = Location.parse(str(Path(location).expanduser()))
+        super().__init__(location)
+        self.root = Path(location.path)
+
+    def path(self, key: str) -> Path:
+        return self.root / key
+
+    def has(self, key: str) -> bool:
+        return layout.is_complete(self.path(key))
+
+    def keys(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if layout.is_complete(p))
+
+    # -- building --------------------------------------------------------------------------
+    @property
+    def tmp_root(self) -> Path:
+        return self.root / ".tmp"
+
+    def new_build_dir(self, key: str) -> Path:
+        """A fresh private directory to build ``key`` in (on the same filesystem as ROOT)."""
+        self.tmp_root.mkdir(parents=True, exist_ok=True)
+        self.clean_stale_builds()
+        d = self.tmp_root / f"{key}.{_owner_tag()}.{uuid.uuid4().hex[:8]}"
+        d.mkdir()
+        return d
+
+    def publish(self, build_dir: Path, key: str) -> Path:
+        """Move a finished build into place atomically; if another process won, keep theirs."""
+        final = self.path(key)
+        try:
+            os.rename(build_dir, final)
+        except OSError:
+            if not layout.is_complete(final):
+                raise
+            shutil.rmtree(build_dir, ignore_errors=True)
+        return final
+
+    def clean_stale_builds(self) -> list[Path]:
+        """Remove build directories whose process is gone (a build killed midway).
+
+        Only builds started on this host are judged: a PID means nothing on another
+        machine sharing the directory.
+        """
+        removed = []
+        for d in self.tmp_root.glob("*.*.*") if self.tmp_root.is_dir() else ():
+            pid = _local_pid_of(d.name)
+            if pid is not None and not _alive(pid):
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d)
+        return removed
+
+
+def _owner_tag() -> str:
+    host = socket.gethostname().replace(".", "_").replace("-", "_") or "host"
+    return f"{host}-{os.getpid()}"
+
+
+def _local_pid_of(name: str) -> int | None:
+    """The PID in a build directory's name if it was started on this host."""
+    parts = name.split(".")
+    if len(parts) < 3:
+        return None
+    host, _, pid = parts[-2].rpartition("-")
+    if host != _owner_tag().rpartition("-")[0]:
+        return None
+    try:
+        return int(pid)
+    except ValueError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@hookimpl
+def slipstream_stores() -> Sequence[type[CacheStore]]:
+    return [LocalStore]
