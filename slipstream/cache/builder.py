@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._progress import progress_bar
 from ..errors import SampleError
 from ..schema import Field
 from ..sources.base import Source
@@ -74,7 +75,7 @@ def build_cache(
     writer = CacheWriter(
         build_dir, selected, n, image_format=image_format, heap_chunk_bytes=heap_chunk_bytes
     )
-    bar = _progress(n, f"building {source.name} cache", progress)
+    bar = progress_bar(n, f"building {source.name} cache", unit="img", enabled=progress)
     try:
         for index, sample in source.iter_samples(num_threads=num_threads):
             writer.add(index, sample, source.sample_name(index))
@@ -88,10 +89,3 @@ def build_cache(
     finally:
         bar.close()
     return Cache(Path(final))
-
-
-def _progress(total: int, desc: str, enabled: bool):  # -> tqdm-like
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, smoothing=0.1,
-                dynamic_ncols=True)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..schema import Field
-from .layout import FORMAT_VERSION
+from . import layout
 
 __all__ = ["content_key"]
 
@@ -20,16 +20,16 @@ def content_key(
     fingerprint: Any,
     fields: Sequence[Field],
     image_format: str,
-    format_version: int = FORMAT_VERSION,
+    format_version: int | None = None,
 ) -> str:
     """Hash everything that identifies a cache's contents.
 
     Two caches share a key exactly when they come from the same source data (by its
     fingerprint), with the same fields, in the same image format and cache format
-    version. Nothing else (paths, hosts, credentials, time) goes in.
+    version (the current one unless given). Nothing else (paths, hosts, credentials, time) goes in.
     """
     identity = {
-        "format_version": format_version,
+        "format_version": layout.FORMAT_VERSION if format_version is None else format_version,
         "source": source_name,
         "fingerprint": fingerprint,
         "fields": [f.to_json() for f in fields],

@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._progress import progress_bar
 from .layout import CHECKSUM, MANIFEST_NAME, read_manifest
 
 __all__ = ["VerifyReport", "verify_cache"]
@@ -39,14 +40,12 @@ def file_digest(path: Path) -> tuple[int, str]:
 
 def verify_cache(path: str | Path, progress: bool = False) -> VerifyReport:
     """Check every file the manifest lists (size and checksum) and look for strays."""
-    from tqdm.auto import tqdm
-
     path = Path(path)
     manifest = read_manifest(path)
     report = VerifyReport(path)
     files = manifest["files"]
     total = sum(int(e["size"]) for e in files.values())
-    with tqdm(total=total, unit="B", unit_scale=True, desc="verifying", disable=not progress) as bar:
+    with progress_bar(total, "verifying", unit="B", unit_scale=True, enabled=progress) as bar:
         for rel, entry in sorted(files.items()):
             p = path / rel
             try:

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Install everything slipstream needs into ./.venv on Debian/Ubuntu:
+# the system TurboJPEG library (apt) and the Python packages (pip).
+# Usage: scripts/setup.sh [EXTRA ...]    e.g. scripts/setup.sh test
+# Re-running is cheap: packages are reinstalled only when a pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras=("$@")
+apt_packages=()
+if ! ldconfig -p 2>/dev/null | grep -q 'libturbojpeg\.so'; then
+  apt_packages+=(libturbojpeg0)
+fi
+if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+  apt_packages+=(python3-venv python3-pip)
+fi
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  echo "setup: installing system packages: ${apt_packages[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${apt_packages[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  python3 -m venv .venv
+fi
+
+spec=".[$(IFS=,; echo "${extras[*]:-}")]"
+[ "$spec" = ".[]" ] && spec="."
+stamp=".venv/.slipstream-setup"
+want=$(cat pyproject.toml plugins/*/pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)-"$spec"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing Python packages ($spec) into .venv"
+  pip() { .venv/bin/python -m pip install -q --disable-pip-version-check "$@" \
+            2> >(grep -v "is ignored" >&2); }
+  # torch first, pinned: an unpinned torch would pull a multi-GB CUDA build here.
+  pip "torch==${SLIPSTREAM_TORCH_VERSION:-2.13.0}"
+  pip -e "$spec"
+  for plugin in plugins/*/; do
+    pip -e "$plugin"
+  done
+  .venv/bin/python -c "import slipstream, torch, zarr, turbojpeg" || {
+    echo "setup: the install did not complete (see pip's messages above)" >&2; exit 1; }
+  echo "$want" > "$stamp"
+fi

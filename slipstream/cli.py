@@ -1,0 +1,199 @@
+"""The ``slipstream`` command line: the same API, from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import SlipstreamError
+
+__all__ = ["main"]
+
+
+def _storage_options(pairs: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--storage-option expects KEY=VALUE, got {pair!r}")
+        out[key] = json.loads(value) if value[:1] in "{[0123456789" or value in (
+            "true", "false", "null") else value
+    return out
+
+
+def _open_cache(spec: str, cache_dir: str | None):  # -> Cache
+    from .cache import Cache
+    from .stores.local import LocalStore, default_cache_dir
+
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return Cache(path)
+    store = LocalStore(Path(cache_dir) if cache_dir else default_cache_dir())
+    matches = [k for k in store.keys() if k.startswith(spec)]
+    if len(matches) == 1:
+        return Cache(store.path(matches[0]))
+    from .errors import CacheNotFoundError
+
+    raise CacheNotFoundError(
+        f"{spec!r} is neither a cache directory nor a unique key prefix in {store.root} "
+        f"({len(matches)} keys match); `slipstream ls` lists the caches there"
+    )
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n} B"
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from .dataset import SlipstreamDataset
+
+    ds = SlipstreamDataset(
+        args.url, source=args.source, cache_dir=args.cache_dir,
+        storage_options=_storage_options(args.storage_option),
+    )
+    with ds:
+        cache = ds.build_cache(args.format, num_threads=args.threads, progress=not args.quiet)
+        print(f"{cache.path}  ({cache.num_samples} samples, {_human(cache.size_bytes())})")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    cache = _open_cache(args.cache, args.cache_dir)
+    info = cache.info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"cache        {info['path']}")
+    print(f"key          {info['key']}")
+    print(f"format       v{info['format_version']}, images as {info['image_format']}")
+    print(f"samples      {info['num_samples']}")
+    print(f"size         {_human(info['size_bytes'])} in {info['files']} files")
+    print("fields       " + ", ".join(f"{k} ({v})" for k, v in info["fields"].items()))
+    for name, im in info["images"].items():
+        codecs = ", ".join(f"{k}: {v}" for k, v in im["codecs"].items())
+        print(f"  {name:10s} {_human(im['bytes'])}, mean {im['mean_width']:.0f}x"
+              f"{im['mean_height']:.0f}, {codecs}")
+    print("indexes      " + (", ".join(info["indexes"]) or "(none)"))
+    src = info["source"]
+    print(f"source       {src.get('source')}: {src.get('url')}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    cache = _open_cache(args.cache, args.cache_dir)
+    report = cache.verify(progress=not args.quiet)
+    if report.ok:
+        print(f"OK: {report.files_checked} files, {_human(report.bytes_checked)} match the manifest")
+        return 0
+    print(f"FAILED: {len(report.problems)} problem(s) in {cache.path}:", file=sys.stderr)
+    for p in report.problems:
+        print(f"  {p}", file=sys.stderr)
+    return 1
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from .cache import Cache
+    from .stores.local import LocalStore, default_cache_dir
+
+    store = LocalStore(Path(args.cache_dir) if args.cache_dir else default_cache_dir())
+    keys = store.keys()
+    if not keys:
+        print(f"no caches in {store.root}")
+    for key in keys:
+        c = Cache(store.path(key))
+        print(f"{key}  {c.num_samples:>9} samples  {_human(c.size_bytes()):>9}  "
+              f"{c.source.get('source')}: {c.source.get('url')}")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .plugins import get_plugin_host
+
+    host = get_plugin_host()
+    infos = host.plugins()
+    if args.json:
+        print(json.dumps([i.__dict__ for i in infos], indent=2))
+        return 0
+    for i in infos:
+        provides = [f"source {s}" for s in i.sources] + [f"store {s}" for s in i.stores]
+        print(f"{i.name:14s} {i.distribution} {i.version:10s} {i.module:36s} "
+              f"{', '.join(provides) or '-'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.dir), images=args.images, threads=args.threads)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="slipstream", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add_cache_dir(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--cache-dir", help="cache root (default: $SLIPSTREAM_CACHE_DIR or "
+                        "~/.slipstream)")
+
+    b = sub.add_parser("build", help="build (or find) the cache of a dataset")
+    b.add_argument("url", help="dataset path or URL")
+    b.add_argument("--format", default="jpeg", help="image format in the cache (default jpeg)")
+    b.add_argument("--source", help="force a source by name (see `slipstream plugins`)")
+    b.add_argument("--threads", type=int, default=16, help="parallel reads (default 16)")
+    b.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="fsspec storage option, repeatable (endpoint_url=..., anon=true)")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_cache_dir(b)
+    b.set_defaults(func=cmd_build)
+
+    i = sub.add_parser("info", help="what a cache holds")
+    i.add_argument("cache", help="cache directory, or a key (prefix) in the cache root")
+    i.add_argument("--json", action="store_true")
+    add_cache_dir(i)
+    i.set_defaults(func=cmd_info)
+
+    v = sub.add_parser("verify", help="recompute every checksum of a cache")
+    v.add_argument("cache", help="cache directory, or a key (prefix) in the cache root")
+    v.add_argument("-q", "--quiet", action="store_true")
+    add_cache_dir(v)
+    v.set_defaults(func=cmd_verify)
+
+    ls = sub.add_parser("ls", help="list the caches in the cache root")
+    add_cache_dir(ls)
+    ls.set_defaults(func=cmd_ls)
+
+    pl = sub.add_parser("plugins", help="list loaded plugins, their distributions and versions")
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=cmd_plugins)
+
+    d = sub.add_parser("demo", help="make a sample dataset, cache it, load it, print throughput")
+    d.add_argument("--dir", default=".slipstream-demo", help="where to put the sample data "
+                   "and its cache (default ./.slipstream-demo)")
+    d.add_argument("--images", type=int, default=1000, help="sample images (default 1000)")
+    d.add_argument("--threads", type=int, default=0, help="decode threads (default: cores)")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SlipstreamError as exc:
+        print(f"slipstream {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Shared fixtures: generated datasets, isolated cache roots, and a thread-leak guard."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slipstream.sample_data import make_image_folder, natural_image
+
+from .helpers import encode
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache_root(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """No test writes to ~/.slipstream."""
+    monkeypatch.setenv("SLIPSTREAM_CACHE_DIR", str(tmp_path_factory.mktemp("default-cache")))
+
+
+# Process-wide daemon threads that libraries start once and keep by design.
+_LIBRARY_DAEMONS = ("tqdm_monitor", "zarr_io", "asyncio_", "fsspecIO")
+
+
+def _library_daemon(t: threading.Thread) -> bool:
+    return t.daemon and t.name.startswith(_LIBRARY_DAEMONS)
+
+
+@pytest.fixture(autouse=True)
+def _no_thread_leaks():
+    """Fail a test that leaves threads running (worker pools must shut down)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5.0
+    while True:
+        leaked = [
+            t for t in threading.enumerate()
+            if t not in before and t.is_alive() and not _library_daemon(t)
+        ]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert not leaked, f"test left threads running: {[t.name for t in leaked]}"
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small ImageFolder of natural-looking JPEGs: 3 classes x 6 images. Read-only."""
+    return make_image_folder(tmp_path_factory.mktemp("folder") / "train", num_classes=3,
+                             images_per_class=6, size=(120, 160), seed=1)
+
+
+@pytest.fixture
+def writable_folder(tmp_path: Path) -> Path:
+    """A fresh ImageFolder a test may change."""
+    return make_image_folder(tmp_path / "data", num_classes=2, images_per_class=4,
+                             size=(64, 80), seed=2)
+
+
+@pytest.fixture(scope="session")
+def mixed_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ImageFolder mixing RGB JPEG, grayscale JPEG, CMYK JPEG and PNG (RGB, RGBA, gray)."""
+    import io
+
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("mixed") / "data"
+    rng = np.random.default_rng(5)
+    rgb = natural_image(rng, 90, 120)
+    files = {
+        "a/rgb.jpg": encode(rgb, "JPEG", quality=92),
+        "a/gray.jpg": encode(np.asarray(Image.fromarray(rgb).convert("L")), "JPEG", quality=92),
+        "b/rgb.png": encode(rgb, "PNG"),
+        "b/rgba.png": encode(np.dstack([rgb, np.full(rgb.shape[:2], 200, np.uint8)]), "PNG"),
+        "b/gray.png": encode(rgb[..., 0].copy(), "PNG"),
+    }
+    cmyk = Image.fromarray(rgb).convert("CMYK")
+    buf = io.BytesIO()
+    cmyk.save(buf, format="JPEG", quality=92)
+    files["a/cmyk.jpg"] = buf.getvalue()
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return root
+
+
+@pytest.fixture
+def cache_root(tmp_path: Path) -> Path:
+    d = tmp_path / "cache"
+    d.mkdir()
+    return d
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("TQDM_DISABLE", "1")
