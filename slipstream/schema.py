@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
 import numpy as np
+
+_FIELD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 __all__ = ["FieldKind", "Field", "RawImage", "Sample", "SampleValue"]
 
@@ -28,6 +31,15 @@ class Field:
 
     name: str
     kind: FieldKind
+
+    def __post_init__(self) -> None:
+        if not _FIELD_NAME.fullmatch(self.name) or self.name == "zarr.json":
+            raise ValueError(
+                f"field name {self.name!r} is not allowed: use letters, digits, '_', '-' and '.', "
+                f"starting with a letter or digit (it names a directory in the cache)"
+            )
+        if not isinstance(self.kind, FieldKind):
+            object.__setattr__(self, "kind", FieldKind(self.kind))
 
     def to_json(self) -> dict[str, str]:
         return {"name": self.name, "kind": self.kind.value}

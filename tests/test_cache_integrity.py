@@ -126,12 +126,21 @@ def test_unreadable_format_versions_are_refused(image_folder, cache_root, versio
         Cache(cache.path)
 
 
-def test_directory_without_manifest_is_not_a_cache(image_folder, cache_root):
-    cache = SlipstreamDataset(image_folder, cache_dir=cache_root).build_cache(progress=False)
-    os.unlink(cache.path / MANIFEST_NAME)
+def test_directory_without_manifest_is_not_a_cache_and_does_not_block_a_build(
+        image_folder, cache_root):
+    ds = SlipstreamDataset(image_folder, cache_dir=cache_root)
+    cache = ds.build_cache(progress=False)
+    meta = json.loads((cache.path / MANIFEST_NAME).read_text())
+    del meta["attributes"]["slipstream"]["files"]  # as if the last write never happened
+    (cache.path / MANIFEST_NAME).write_text(json.dumps(meta))
     with pytest.raises(CacheNotFoundError, match="did not finish"):
         Cache(cache.path)
-    assert LocalStore(cache_root).keys() == []
+    assert LocalStore(cache_root).keys() == [] and ds.find_cache() is None
+    rebuilt = ds.build_cache(progress=False)
+    assert rebuilt.path == cache.path and rebuilt.verify().ok
+    os.unlink(cache.path / MANIFEST_NAME)
+    with pytest.raises(CacheNotFoundError, match="no zarr.json"):
+        Cache(cache.path)
 
 
 def test_stale_build_from_a_live_process_is_kept(cache_root):

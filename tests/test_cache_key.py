@@ -76,3 +76,14 @@ def test_format_version_bump_gives_a_new_cache(writable_folder, cache_root, monk
 def test_fingerprint_must_be_json():
     with pytest.raises(TypeError, match="not plain JSON"):
         content_key("x", {"t": object()}, [], "jpeg")
+
+
+def test_field_order_does_not_matter():
+    a, b = Field("image", FieldKind.IMAGE), Field("label", FieldKind.INT)
+    assert content_key("x", [], [a, b], "jpeg") == content_key("x", [], [b, a], "jpeg")
+
+
+@pytest.mark.parametrize("bad", ["", "_indexes", "a/b", "..", "zarr.json", ".hidden"])
+def test_field_names_that_would_break_the_layout_are_refused(bad):
+    with pytest.raises(ValueError, match="not allowed"):
+        Field(bad, FieldKind.INT)

@@ -66,6 +66,8 @@ def test_plain_zarr_reads_the_same_data(image_folder, cache_root):
     cache = SlipstreamDataset(image_folder, cache_dir=cache_root).build_cache(progress=False)
     g = zarr.open_group(str(cache.path), mode="r")
     assert g.attrs["slipstream"]["num_samples"] == len(cache)
+    # every file in the group is a zarr node: listing raises no "unrecognized object" warning
+    assert sorted(g.group_keys()) == ["image", "path"] and sorted(g.array_keys()) == ["label"]
     np.testing.assert_array_equal(g["label"][:], cache.column("label"))
     heap = g["image/heap"][:]
     offsets, sizes = g["image/offsets"][:], g["image/sizes"][:]
@@ -109,7 +111,7 @@ def test_fsspec_url_source(image_folder, cache_root):
 def test_second_build_is_a_cache_hit(image_folder, cache_root):
     ds = SlipstreamDataset(image_folder, cache_dir=cache_root)
     first = ds.build_cache(progress=False)
-    manifest = first.path / "slipstream-manifest.json"
+    manifest = first.path / "zarr.json"  # root metadata, written last
     mtime = manifest.stat().st_mtime_ns
     again = SlipstreamDataset(image_folder, cache_dir=cache_root).build_cache(progress=False)
     assert again.path == first.path and manifest.stat().st_mtime_ns == mtime

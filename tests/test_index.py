@@ -38,3 +38,27 @@ def test_index_errors(image_folder, cache_root):
         write_index(cache, ["nope"])
     with pytest.raises(KeyError, match="write_index"):
         cache.index("label")
+
+
+def test_index_left_unlisted_by_a_dead_writer_is_rebuilt(image_folder, cache_root):
+    import shutil
+
+    cache = SlipstreamDataset(image_folder, cache_dir=cache_root).build_cache(progress=False)
+    write_index(cache, ["label"])
+    # simulate a writer killed after the rename but before the manifest update
+    meta_path = cache.path / "zarr.json"
+    import json
+
+    meta = json.loads(meta_path.read_text())
+    attrs = meta["attributes"]["slipstream"]
+    attrs["indexes"] = []
+    attrs["files"] = {k: v for k, v in attrs["files"].items() if not k.startswith("_indexes/label")}
+    meta_path.write_text(json.dumps(meta))
+    (cache.path / "_indexes" / "label" / "values" / "c" / "0").write_bytes(b"garbage")
+    fresh = Cache(cache.path)
+    assert fresh.index_names == ()
+    index = write_index(fresh, ["label"])["label"]
+    assert index.counts() == {0: 6, 1: 6, 2: 6}
+    assert Cache(cache.path).verify().ok
+    shutil.rmtree(cache.path / "_indexes")
+    assert not Cache(cache.path).verify().ok

@@ -123,10 +123,12 @@ class HeapWriter:
         if self._chunk_index <= 0:
             chunk = max(used, 1)
         elif used % chunk:
-            pad = bytes(chunk - used % chunk)
-            self._file.write(pad)
-            self._hash.update(pad)
-            self.length += len(pad)
+            # Zarr wants the last chunk full length; the padding is a hole in a sparse
+            # file, so it costs no disk space (it still counts in the checksum).
+            pad = chunk - used % chunk
+            self._file.truncate(self._file.tell() + pad)
+            _hash_zeros(self._hash, pad)
+            self.length += pad
         self._close_chunk()
         self.length = used
         self.ledger.write_json(
@@ -138,6 +140,14 @@ class HeapWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _hash_zeros(h: Any, n: int) -> None:
+    block = bytes(min(n, 1 << 20))
+    while n:
+        take = min(n, len(block))
+        h.update(block[:take])
+        n -= take
 
 
 def _array_meta(array_dir: Path) -> tuple[int, int, np.dtype[Any]]:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shutil
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +15,14 @@ import numpy as np
 from ..errors import CacheError
 from ..schema import FieldKind
 from .arrays import read_array, write_array
-from .layout import INDEXES_GROUP, MANIFEST_NAME, FileLedger, group_metadata, read_manifest
+from .layout import (
+    CHECKSUM,
+    INDEXES_GROUP,
+    FileLedger,
+    group_metadata,
+    read_manifest,
+    write_root_metadata,
+)
 
 if TYPE_CHECKING:
     from .reader import Cache
@@ -60,7 +65,7 @@ class FieldIndex:
     @classmethod
     def open(cls, cache: Cache, field: str) -> FieldIndex:
         d = cache.path / INDEXES_GROUP / field
-        if not (d / "zarr.json").is_file():
+        if field not in cache.index_names:
             raise KeyError(
                 f"cache {cache.key} has no index for {field!r} (it has "
                 f"{list(cache.index_names)}); create one with write_index(cache, fields=[{field!r}])"
@@ -73,9 +78,11 @@ def write_index(cache: Cache, fields: Sequence[str] = ("label",)) -> dict[str, F
     """Store value → samples indexes for numeric ``fields`` in the cache group.
 
     Each index is written in a private directory, moved into ``_indexes/FIELD`` with one
-    rename, and added to the manifest (rewritten atomically under a file lock), so
-    concurrent writers and readers never see half an index. An index that exists is
-    left as it is: a cache's data never changes, so neither does its index.
+    rename, then added to the manifest in the root metadata (replaced atomically, under
+    a file lock). Readers list indexes from the manifest, so they never see half an
+    index; an index directory the manifest does not list (a writer killed between the
+    two steps) is rebuilt. A listed index is left as it is: a cache's data never
+    changes, so neither does its index.
     """
     if isinstance(fields, str):
         fields = [fields]
@@ -87,19 +94,19 @@ def write_index(cache: Cache, fields: Sequence[str] = ("label",)) -> dict[str, F
                 f"write_index: field {name!r} is {f.kind.value}; indexes are built for int and "
                 f"float fields"
             )
-        if name in cache.index_names:
-            out[name] = cache.index(name)
-            continue
-        index = FieldIndex.build(name, cache.column(name))
-        _publish_index(cache.path, index)
-        out[name] = index
-    cache.manifest = read_manifest(cache.path)
+        cache.refresh()
+        if name not in cache.index_names:
+            _publish_index(cache.path, FieldIndex.build(name, cache.column(name)))
+            cache.refresh()
+        out[name] = cache.index(name)
     return out
 
 
 def _publish_index(cache_dir: Path, index: FieldIndex) -> None:
-    group = cache_dir / INDEXES_GROUP
-    tmp = cache_dir.parent / ".tmp" / f"index-{index.field}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    from ..stores.local import build_dir_name
+
+    tmp_root = cache_dir.parent / ".tmp"
+    tmp = tmp_root / build_dir_name(f"{cache_dir.name}-index-{index.field}")
     tmp.mkdir(parents=True)
     try:
         ledger = FileLedger(tmp)
@@ -107,25 +114,47 @@ def _publish_index(cache_dir: Path, index: FieldIndex) -> None:
         write_array(ledger, tmp / "offsets", index.offsets)
         write_array(ledger, tmp / "samples", index.samples)
         ledger.write_json(tmp / "zarr.json", group_metadata({"kind": "index", "field": index.field}))
-        with _manifest_lock(cache_dir):
+        with _CacheLock(tmp_root / f"{cache_dir.name}.lock"):
+            attrs = read_manifest(cache_dir)
+            if index.field in attrs.get("indexes", ()):
+                return  # another process finished it first
+            group = cache_dir / INDEXES_GROUP
+            new_files: dict[str, dict[str, object]] = {}
             if not (group / "zarr.json").exists():
-                group.mkdir(exist_ok=True)
                 gl = FileLedger(cache_dir)
                 gl.write_json(group / "zarr.json", group_metadata({"kind": "indexes"}))
-                _add_to_manifest(cache_dir, gl.files)
+                new_files.update(gl.files)
+            else:
+                new_files[f"{INDEXES_GROUP}/zarr.json"] = attrs["files"].get(
+                    f"{INDEXES_GROUP}/zarr.json", _describe(group / "zarr.json"))
             target = group / index.field
-            if target.exists():
-                return
+            if target.exists():  # left by a writer that died before updating the manifest
+                shutil.rmtree(target)
             os.rename(tmp, target)
             prefix = f"{INDEXES_GROUP}/{index.field}/"
-            _add_to_manifest(cache_dir, {prefix + k: v for k, v in ledger.files.items()})
+            new_files.update({prefix + k: v for k, v in ledger.files.items()})
+            attrs["files"].update(new_files)
+            attrs["indexes"] = sorted({*attrs.get("indexes", ()), index.field})
+            try:
+                write_root_metadata(cache_dir, attrs)
+            except OSError as exc:
+                raise CacheError(f"could not update {cache_dir / 'zarr.json'}: {exc}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-class _manifest_lock:
-    def __init__(self, cache_dir: Path) -> None:
-        self.path = cache_dir.parent / ".tmp" / f"{cache_dir.name}.lock"
+def _describe(path: Path) -> dict[str, object]:
+    from .verify import file_digest
+
+    size, digest = file_digest(path)
+    return {"size": size, CHECKSUM: digest}
+
+
+class _CacheLock:
+    """An exclusive ``flock`` on a file beside the cache (released if the holder dies)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
 
     def __enter__(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,15 +164,3 @@ class _manifest_lock:
     def __exit__(self, *exc: object) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
-
-
-def _add_to_manifest(cache_dir: Path, files: dict[str, dict[str, object]]) -> None:
-    manifest = read_manifest(cache_dir)
-    manifest["files"].update(files)
-    tmp = cache_dir / f".{MANIFEST_NAME}.{uuid.uuid4().hex[:8]}"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    try:
-        os.replace(tmp, cache_dir / MANIFEST_NAME)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise CacheError(f"could not update {cache_dir / MANIFEST_NAME}: {exc}") from exc

@@ -26,13 +26,13 @@ def content_key(
 
     Two caches share a key exactly when they come from the same source data (by its
     fingerprint), with the same fields, in the same image format and cache format
-    version (the current one unless given). Nothing else (paths, hosts, credentials, time) goes in.
+    version (the current one unless given); field order does not matter. Nothing else (paths, hosts, credentials, time) goes in.
     """
     identity = {
         "format_version": layout.FORMAT_VERSION if format_version is None else format_version,
         "source": source_name,
         "fingerprint": fingerprint,
-        "fields": [f.to_json() for f in fields],
+        "fields": sorted((f.to_json() for f in fields), key=lambda f: f["name"]),
         "image_format": image_format,
     }
     try:

@@ -30,13 +30,15 @@ __all__ = [
     "write_json",
     "read_manifest",
     "read_attrs",
+    "write_root_metadata",
     "FileLedger",
 ]
 
 #: Bumped whenever a reader of the previous version would misread a new cache.
 FORMAT_VERSION = 1
-#: Written last; its presence marks a complete cache. Lists every file with its checksum.
-MANIFEST_NAME = "slipstream-manifest.json"
+#: The root group's metadata. Written last, it carries the manifest (every other file
+#: with its size and checksum) in its attributes: a cache is complete once it exists.
+MANIFEST_NAME = "zarr.json"
 #: The key under the root group's attributes that holds slipstream's metadata.
 ATTRS_KEY = "slipstream"
 #: The sub-group holding value -> samples indexes written by ``write_index``.
@@ -59,8 +61,13 @@ class Codec:
 
 
 def is_complete(path: str | os.PathLike[str]) -> bool:
-    """A cache directory is complete once its manifest exists (it is written last)."""
-    return (Path(path) / MANIFEST_NAME).is_file()
+    """A cache directory is complete once its root metadata, with the manifest, exists
+    (it is written last)."""
+    try:
+        meta = json.loads((Path(path) / MANIFEST_NAME).read_bytes())
+        return isinstance(meta["attributes"][ATTRS_KEY]["files"], dict)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def array_metadata(length: int, chunk_length: int, dtype: np.dtype[Any]) -> dict[str, Any]:
@@ -126,19 +133,22 @@ def read_attrs(cache_dir: Path) -> dict[str, Any]:
 
 
 def read_manifest(cache_dir: Path) -> dict[str, Any]:
-    path = cache_dir / MANIFEST_NAME
-    try:
-        manifest = json.loads(path.read_bytes())
-    except FileNotFoundError as exc:
+    """The cache's attributes, checked to hold the manifest (``files``) of a finished build."""
+    attrs = read_attrs(cache_dir)
+    if not isinstance(attrs.get("files"), dict):
         raise CacheNotFoundError(
-            f"{cache_dir} is not a complete cache: {MANIFEST_NAME} is missing (a build that "
-            f"did not finish); delete it and build again"
-        ) from exc
-    except ValueError as exc:
-        raise CacheCorruptError(f"{path} is not valid JSON ({exc}); rebuild the cache") from exc
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise CacheCorruptError(f"{path} has no 'files' table; rebuild the cache")
-    return manifest
+            f"{cache_dir} is not a complete cache: its metadata has no manifest (a build that "
+            f"did not finish, or not a slipstream cache); delete it and build again"
+        )
+    return attrs
+
+
+def write_root_metadata(cache_dir: Path, attrs: dict[str, Any]) -> None:
+    """Replace the root ``zarr.json`` atomically (write aside, then rename over)."""
+    data = json.dumps(group_metadata({ATTRS_KEY: attrs}), indent=2, sort_keys=True).encode()
+    tmp = cache_dir / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
+    tmp.write_bytes(data)
+    os.replace(tmp, cache_dir / MANIFEST_NAME)
 
 
 class FileLedger:

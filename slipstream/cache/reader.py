@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import CacheError, CacheNotFoundError
 from ..schema import Field, FieldKind
 from .arrays import ByteHeap, read_array
-from .layout import INDEXES_GROUP, Codec, read_attrs, read_manifest
+from .layout import Codec, read_manifest
 
 if TYPE_CHECKING:
     from .index import FieldIndex
@@ -76,8 +76,7 @@ class Cache:
         self.path = Path(path)
         if not self.path.is_dir():
             raise CacheNotFoundError(f"no cache at {self.path}: not a directory")
-        self.attrs = read_attrs(self.path)
-        self.manifest = read_manifest(self.path)
+        self.attrs = read_manifest(self.path)
         self.key: str = self.attrs["key"]
         self.num_samples: int = int(self.attrs["num_samples"])
         self.fields = tuple(Field.from_json(f) for f in self.attrs["fields"])
@@ -138,11 +137,17 @@ class Cache:
 
     # -- indexes --------------------------------------------------------------------------
     @property
+    def manifest(self) -> dict[str, Any]:
+        """Every file of the cache (but the root zarr.json) with its size and checksum."""
+        return {"files": self.attrs["files"]}
+
+    @property
     def index_names(self) -> tuple[str, ...]:
-        d = self.path / INDEXES_GROUP
-        if not d.is_dir():
-            return ()
-        return tuple(sorted(p.name for p in d.iterdir() if (p / "zarr.json").is_file()))
+        return tuple(sorted(self.attrs.get("indexes", ())))
+
+    def refresh(self) -> None:
+        """Re-read the root metadata (after ``write_index`` by this or another process)."""
+        self.attrs = read_manifest(self.path)
 
     def index(self, field: str) -> FieldIndex:
         from .index import FieldIndex

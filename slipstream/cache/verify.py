@@ -63,6 +63,6 @@ def verify_cache(path: str | Path, progress: bool = False) -> VerifyReport:
     listed = set(files) | {MANIFEST_NAME}
     for p in sorted(path.rglob("*")):
         rel = p.relative_to(path).as_posix()
-        if p.is_file() and rel not in listed and not rel.startswith("."):
+        if p.is_file() and rel not in listed and not p.name.startswith("."):
             report.problems.append(f"{rel}: not listed in the manifest")
     return report

@@ -13,13 +13,11 @@ from ..errors import SampleError
 from ..schema import Field, FieldKind, RawImage, Sample
 from .arrays import HeapWriter, write_array
 from .images import probe_image
+from . import layout
 from .layout import (
-    ATTRS_KEY,
-    FORMAT_VERSION,
-    MANIFEST_NAME,
     FileLedger,
     group_metadata,
-    write_json,
+    write_root_metadata,
 )
 
 __all__ = ["CacheWriter", "SUPPORTED_IMAGE_FORMATS"]
@@ -79,7 +77,8 @@ class _HeapField:
 
 
 class CacheWriter:
-    """Fills a fresh directory with a cache; :meth:`finish` writes the manifest last."""
+    """Fills a fresh directory with a cache; :meth:`finish` writes the root metadata, which
+    holds the manifest, last."""
 
     def __init__(
         self,
@@ -144,7 +143,7 @@ class CacheWriter:
         for name, heap in self._heaps.items():
             field_info[name] = heap.finish(self.ledger)
         attrs = {
-            "format_version": FORMAT_VERSION,
+            "format_version": layout.FORMAT_VERSION,
             "key": key,
             "num_samples": self.num_samples,
             "fields": [f.to_json() for f in self.fields],
@@ -152,10 +151,10 @@ class CacheWriter:
             "source": dict(source_description),
             "field_info": field_info,
             "created_unix": int(time.time()),
+            "indexes": [],
+            "files": self.ledger.files,  # the manifest: written last, with this file
         }
-        self.ledger.write_json(self.directory / "zarr.json", group_metadata({ATTRS_KEY: attrs}))
-        manifest = {"format_version": FORMAT_VERSION, "key": key, "files": self.ledger.files}
-        write_json(self.directory / MANIFEST_NAME, manifest)
+        write_root_metadata(self.directory, attrs)
 
     def abort(self) -> None:
         for heap in self._heaps.values():

@@ -148,7 +148,11 @@ class TarSource(Source):
         return len(self._ensure_listed())
 
     def fingerprint(self) -> Any:
-        return {"archive_size": self._info.get("size"), "version": version_tag(self._info)}
+        return {
+            "archive": self.location.basename,
+            "archive_size": self._info.get("size"),
+            "version": version_tag(self._info),
+        }
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "classes": list(self.classes)}

@@ -14,7 +14,7 @@ from ..hookspecs import hookimpl
 from ..location import Location
 from .base import CacheStore
 
-__all__ = ["LocalStore", "default_cache_dir"]
+__all__ = ["LocalStore", "default_cache_dir", "build_dir_name"]
 
 CACHE_DIR_ENV = "SLIPSTREAM_CACHE_DIR"
 
@@ -60,20 +60,34 @@ class LocalStore(CacheStore):
         """A fresh private directory to build ``key`` in (on the same filesystem as ROOT)."""
         self.tmp_root.mkdir(parents=True, exist_ok=True)
         self.clean_stale_builds()
-        d = self.tmp_root / f"{key}.{_owner_tag()}.{uuid.uuid4().hex[:8]}"
+        d = self.tmp_root / build_dir_name(key)
         d.mkdir()
         return d
 
     def publish(self, build_dir: Path, key: str) -> Path:
-        """Move a finished build into place atomically; if another process won, keep theirs."""
+        """Move a finished build into place atomically; if another process won, keep theirs.
+
+        An incomplete directory in the way (left by hand or by an old version) is moved
+        aside first, so it can never block the key.
+        """
         final = self.path(key)
-        try:
-            os.rename(build_dir, final)
-        except OSError:
-            if not layout.is_complete(final):
-                raise
-            shutil.rmtree(build_dir, ignore_errors=True)
-        return final
+        for _attempt in range(3):
+            try:
+                os.rename(build_dir, final)
+                return final
+            except OSError:
+                if layout.is_complete(final):
+                    shutil.rmtree(build_dir, ignore_errors=True)
+                    return final
+                if not final.exists():
+                    raise
+                aside = self.tmp_root / build_dir_name(f"{key}-incomplete")
+                try:
+                    os.rename(final, aside)
+                except FileNotFoundError:
+                    continue
+                shutil.rmtree(aside, ignore_errors=True)
+        raise OSError(f"could not publish {build_dir} as {final}")
 
     def clean_stale_builds(self) -> list[Path]:
         """Remove build directories whose process is gone (a build killed midway).
@@ -85,9 +99,17 @@ class LocalStore(CacheStore):
         for d in self.tmp_root.glob("*.*.*") if self.tmp_root.is_dir() else ():
             pid = _local_pid_of(d.name)
             if pid is not None and not _alive(pid):
-                shutil.rmtree(d, ignore_errors=True)
+                if d.is_dir():
+                    shutil.rmtree(d, ignore_errors=True)
+                else:
+                    d.unlink(missing_ok=True)
                 removed.append(d)
         return removed
+
+
+def build_dir_name(stem: str) -> str:
+    """``STEM.HOST-PID.RANDOM``: private to this process; stale once the process is gone."""
+    return f"{stem}.{_owner_tag()}.{uuid.uuid4().hex[:8]}"
 
 
 def _owner_tag() -> str:
