@@ -34,7 +34,7 @@ def natural_image(rng: np.random.Generator, height: int = 375, width: int = 500)
         colour = tuple(float(c) for c in rng.uniform(0, 255, 3))
         centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
         if rng.random() < 0.5:
-            axes = (int(rng.integers(10, width // 3)), int(rng.integers(10, height // 3)))
+            axes = (int(rng.integers(1, max(2, width // 3))), int(rng.integers(1, max(2, height // 3))))
             cv2.ellipse(img, centre, axes, float(rng.uniform(0, 180)), 0, 360, colour, -1)
         else:
             pts = rng.integers(0, [width, height], (int(rng.integers(3, 7)), 2)).astype(np.int32)

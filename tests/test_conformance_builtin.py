@@ -13,9 +13,28 @@ from slipstream.testing import SourceTests
 
 
 @pytest.fixture(scope="module")
-def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def conformance_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("imagefolder") / "d"
     return make_image_folder(root, num_classes=3, images_per_class=4)
+
+
+@pytest.fixture(scope="module")
+def tar_archive(conformance_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uncompressed archive with a top-level folder, as ``tar -cf d.tar d/`` makes."""
+    archive = tmp_path_factory.mktemp("tar") / "d.tar"
+    with tarfile.open(archive, "w") as tf:
+        tf.add(conformance_folder, arcname="d")
+    return archive
+
+
+@pytest.fixture(scope="module")
+def tar_gz_archive(conformance_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A gzip-compressed archive whose members start at the class folders."""
+    archive = tmp_path_factory.mktemp("targz") / "d.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        for class_dir in sorted(conformance_folder.iterdir()):
+            tf.add(class_dir, arcname=class_dir.name)
+    return archive
 
 
 def _expected_from_disk(root: Path) -> list[dict[str, Any]]:
@@ -32,12 +51,12 @@ class TestImageFolderConformance(SourceTests):
     source_name = "imagefolder"
 
     @pytest.fixture
-    def source_url(self, image_folder: Path) -> str:
-        return str(image_folder)
+    def source_url(self, conformance_folder: Path) -> str:
+        return str(conformance_folder)
 
     @pytest.fixture
-    def expected_samples(self, image_folder: Path) -> list[dict[str, Any]]:
-        return _expected_from_disk(image_folder)
+    def expected_samples(self, conformance_folder: Path) -> list[dict[str, Any]]:
+        return _expected_from_disk(conformance_folder)
 
 
 class TestTarConformance(SourceTests):
@@ -45,16 +64,13 @@ class TestTarConformance(SourceTests):
 
     source_name = "tar"
 
-    @pytest.fixture(scope="class")
-    def source_url(self, image_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-        archive = tmp_path_factory.mktemp("tar") / "d.tar"
-        with tarfile.open(archive, "w") as tf:
-            tf.add(image_folder, arcname="d")
-        return str(archive)
+    @pytest.fixture
+    def source_url(self, tar_archive: Path) -> str:
+        return str(tar_archive)
 
     @pytest.fixture
-    def expected_samples(self, image_folder: Path) -> list[dict[str, Any]]:
-        return _expected_from_disk(image_folder)
+    def expected_samples(self, conformance_folder: Path) -> list[dict[str, Any]]:
+        return _expected_from_disk(conformance_folder)
 
 
 class TestTarGzConformance(SourceTests):
@@ -62,14 +78,10 @@ class TestTarGzConformance(SourceTests):
 
     source_name = "tar"
 
-    @pytest.fixture(scope="class")
-    def source_url(self, image_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-        archive = tmp_path_factory.mktemp("targz") / "d.tar.gz"
-        with tarfile.open(archive, "w:gz") as tf:
-            for class_dir in sorted(image_folder.iterdir()):
-                tf.add(class_dir, arcname=class_dir.name)
-        return str(archive)
+    @pytest.fixture
+    def source_url(self, tar_gz_archive: Path) -> str:
+        return str(tar_gz_archive)
 
     @pytest.fixture
-    def expected_samples(self, image_folder: Path) -> list[dict[str, Any]]:
-        return _expected_from_disk(image_folder)
+    def expected_samples(self, conformance_folder: Path) -> list[dict[str, Any]]:
+        return _expected_from_disk(conformance_folder)

@@ -22,7 +22,7 @@ __all__ = [
 
 
 def canonical_json(value: Any) -> str:
-    """``value`` as the content key serialises it; raises ``TypeError``/``ValueError`` if it can't."""
+    """``value`` serialised as the content key does it (raises TypeError or ValueError)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
@@ -47,7 +47,7 @@ def kind_mismatch(kind: FieldKind, value: Any) -> str | None:
         return f"field kind {kind!r} is unknown to slipstream.testing"
     if ok:
         return None
-    return f"expected {want} for a {kind.value} field, got {type(value).__name__}"
+    return f"expected {want} for field kind {kind.value!r}, got {type(value).__name__}"
 
 
 def same_value(a: Any, b: Any) -> bool:

@@ -64,9 +64,11 @@ class SourceTests:
     ``open_options`` fixture
         Extra keyword options for the source's constructor; default ``{}``.
 
-    Fixtures may be overridden with any scope no wider than the tests need; the
-    dataset is only read, never changed, so a module- or class-scoped dataset shared
-    by every test is fine (and faster).
+    The dataset is only read, never changed, so it may be shared by every test: write
+    it in a module-scoped fixture (a plain function using ``tmp_path_factory``; pytest
+    deprecates class-scoped fixtures defined as methods) and have ``source_url`` return
+    its URL. Dataset and cache directories are kept apart, so ``tmp_path`` is free
+    for the dataset.
     """
 
     #: The registered name of the source under test (``Source.name``), if known.
@@ -134,7 +136,7 @@ class SourceTests:
             pytest.skip(f"set {type(self).__name__}.source_name to check plugin registration")
         return self.source_name
 
-    def test_registered_with_plugin_host(self, source: Source) -> None:
+    def test_registered_with_plugin_host(self, source_opener: Callable[..., Source]) -> None:
         name = self._require_name()
         registry = get_plugin_host().sources()
         assert name in registry, (
@@ -145,6 +147,7 @@ class SourceTests:
         cls = registry[name]
         assert cls.name == name, f"{cls!r} is registered as {name!r} but its `name` is {cls.name!r}"
         assert isinstance(cls.priority, int), f"{cls!r}.priority should be an int"
+        source = source_opener()
         assert type(source) is cls, f"opening with source={name!r} gave {type(source)!r}"
 
     def test_auto_detection_picks_it(
@@ -284,7 +287,10 @@ class SourceTests:
             assert info["num_samples"] == len(source)
 
     def test_describe_has_no_secrets(
-        self, source_url: str, storage_options: Mapping[str, Any], source_opener: Callable[..., Source]
+        self,
+        source_url: str,
+        storage_options: Mapping[str, Any],
+        source_opener: Callable[..., Source],
     ) -> None:
         secrets = [v for v in _strings(storage_options) if len(v) >= 4]
         extra: dict[str, str] = {}
