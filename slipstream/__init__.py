@@ -2,6 +2,13 @@
 
 from .cache import Cache, FieldIndex, build_cache, verify_cache, write_index
 from .dataset import SlipstreamDataset
+from .decoders import (
+    DecodeCenterCrop,
+    DecodeOnly,
+    DecodeRandomResizedCrop,
+    DecodeResizeCrop,
+    ReadBytes,
+)
 from .errors import (
     CacheCorruptError,
     CacheError,
@@ -16,11 +23,30 @@ from .errors import (
     UnsafeArchiveError,
 )
 from .schema import Field, FieldKind, RawImage
+from .loader import SlipstreamLoader
 from .sources import Source
+from .transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Normalize,
+    RandomHorizontalFlip,
+    ToTorchImage,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "DecodeCenterCrop",
+    "DecodeOnly",
+    "DecodeRandomResizedCrop",
+    "DecodeResizeCrop",
+    "Normalize",
+    "RandomHorizontalFlip",
+    "ReadBytes",
+    "SlipstreamLoader",
+    "ToTorchImage",
     "Cache",
     "CacheCorruptError",
     "CacheError",

@@ -1,0 +1,161 @@
+"""A minimal ctypes binding of libjpeg-turbo's TurboJPEG 2.x API for the hot path.
+
+PyTurboJPEG allocates a new array per decode; here a worker decodes straight into a
+buffer it owns. ctypes releases the GIL for the duration of each call, so decoding
+threads run in parallel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import MissingDependencyError
+from .turbo import _INSTALL_HINT, TURBOJPEG_LIB_ENV
+
+__all__ = ["JpegHeader", "TurboDecoder", "JpegDecodeError", "scaled_size", "library"]
+
+TJPF_RGB = 0
+TJFLAG_FASTDCT = 2048
+TJERR_WARNING = 0
+
+_CANDIDATES = (
+    "/usr/lib/x86_64-linux-gnu/libturbojpeg.so.0",
+    "/usr/lib/aarch64-linux-gnu/libturbojpeg.so.0",
+    "/usr/lib64/libturbojpeg.so.0",
+    "/usr/lib/libturbojpeg.so.0",
+    "/opt/libjpeg-turbo/lib64/libturbojpeg.so",
+    "/usr/local/lib/libturbojpeg.so",
+    "/opt/homebrew/opt/jpeg-turbo/lib/libturbojpeg.dylib",
+    "/usr/local/opt/jpeg-turbo/lib/libturbojpeg.dylib",
+)
+
+
+class JpegDecodeError(ValueError):
+    """libjpeg-turbo refused the data (corrupt, truncated or not a JPEG)."""
+
+
+@dataclass(frozen=True)
+class JpegHeader:
+    width: int
+    height: int
+    subsampling: int
+    colorspace: int
+
+
+def _find_library() -> str:
+    explicit = os.environ.get(TURBOJPEG_LIB_ENV)
+    if explicit:
+        return explicit
+    found = ctypes.util.find_library("turbojpeg")
+    if found:
+        return found
+    for path in _CANDIDATES:
+        if os.path.exists(path):
+            return path
+    raise MissingDependencyError(f"{_INSTALL_HINT} (platform {platform.platform()})")
+
+
+_lib: ctypes.CDLL | None = None
+_lib_lock = threading.Lock()
+
+
+def library() -> ctypes.CDLL:
+    """The loaded libturbojpeg, with argument types declared."""
+    global _lib
+    with _lib_lock:
+        if _lib is None:
+            path = _find_library()
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError as exc:
+                raise MissingDependencyError(f"{_INSTALL_HINT} (loading {path}: {exc})") from exc
+            c = ctypes
+            lib.tjInitDecompress.restype = c.c_void_p
+            lib.tjInitDecompress.argtypes = []
+            lib.tjDestroy.argtypes = [c.c_void_p]
+            lib.tjDecompressHeader3.argtypes = [
+                c.c_void_p, c.c_void_p, c.c_ulong, c.POINTER(c.c_int), c.POINTER(c.c_int),
+                c.POINTER(c.c_int), c.POINTER(c.c_int),
+            ]
+            lib.tjDecompress2.argtypes = [
+                c.c_void_p, c.c_void_p, c.c_ulong, c.c_void_p, c.c_int, c.c_int, c.c_int,
+                c.c_int, c.c_int,
+            ]
+            lib.tjDecompressToYUVPlanes.argtypes = [
+                c.c_void_p, c.c_void_p, c.c_ulong, c.POINTER(c.c_void_p), c.c_int,
+                c.POINTER(c.c_int), c.c_int, c.c_int,
+            ]
+            lib.tjGetErrorStr2.restype = c.c_char_p
+            lib.tjGetErrorStr2.argtypes = [c.c_void_p]
+            lib.tjGetErrorCode.argtypes = [c.c_void_p]
+            _lib = lib
+        return _lib
+
+
+def scaled_size(size: int, denom: int) -> int:
+    """A dimension after DCT scaling by 1/denom (libjpeg rounds up)."""
+    return (size + denom - 1) // denom
+
+
+class TurboDecoder:
+    """One TurboJPEG decompressor handle. Not thread-safe: one per thread."""
+
+    def __init__(self, fast_dct: bool = False) -> None:
+        self._lib = library()
+        self._handle = self._lib.tjInitDecompress()
+        if not self._handle:
+            raise MemoryError("tjInitDecompress failed")
+        self.flags = TJFLAG_FASTDCT if fast_dct else 0
+        self._w, self._h = ctypes.c_int(), ctypes.c_int()
+        self._ss, self._cs = ctypes.c_int(), ctypes.c_int()
+
+    def _check(self, rc: int, what: str) -> None:
+        if rc == 0:
+            return
+        if self._lib.tjGetErrorCode(self._handle) == TJERR_WARNING:
+            msg = self._lib.tjGetErrorStr2(self._handle).decode(errors="replace")
+            # libjpeg fills a truncated image with grey and calls it a warning: refuse it
+            if "Premature end" not in msg:
+                return
+        msg = self._lib.tjGetErrorStr2(self._handle).decode(errors="replace")
+        raise JpegDecodeError(f"{what}: {msg}")
+
+    def header(self, data: np.ndarray | bytes) -> JpegHeader:
+        buf = np.frombuffer(data, np.uint8) if isinstance(data, bytes) else data
+        rc = self._lib.tjDecompressHeader3(
+            self._handle, buf.ctypes.data, buf.nbytes, ctypes.byref(self._w),
+            ctypes.byref(self._h), ctypes.byref(self._ss), ctypes.byref(self._cs),
+        )
+        self._check(rc, "reading the JPEG header")
+        return JpegHeader(self._w.value, self._h.value, self._ss.value, self._cs.value)
+
+    def decode_rgb(self, data: np.ndarray, out: np.ndarray) -> None:
+        """Decode into ``out`` (``uint8``, shape ``(h, w, 3)``, rows may be padded): the
+        image is DCT-scaled to ``out``'s size, which must be a scaled size of the image."""
+        h, w = out.shape[:2]
+        pitch = out.strides[0]
+        if out.strides[1] != 3 or out.strides[2] != 1:
+            raise ValueError("decode_rgb needs pixel-contiguous rows")
+        rc = self._lib.tjDecompress2(
+            self._handle, data.ctypes.data, data.nbytes, out.ctypes.data, w, pitch, h,
+            TJPF_RGB, self.flags,
+        )
+        self._check(rc, "decoding the JPEG")
+
+    def close(self) -> None:
+        if self._handle:
+            self._lib.tjDestroy(self._handle)
+            self._handle = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,122 @@
+"""Per-sample pixel work inside decode threads: bytes → RGB region → resized output.
+
+Everything heavy here (libjpeg-turbo, Pillow's decoders, OpenCV's resize) runs with
+the GIL released.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import numpy as np
+
+from ..cache.layout import Codec
+from .libturbojpeg import TurboDecoder, scaled_size
+
+__all__ = ["ThreadState", "thread_state", "decode_region", "resize_into", "dct_denominator"]
+
+_DENOMS = (8, 4, 2)
+
+
+class ThreadState:
+    """What one decode thread keeps between samples: its TurboJPEG handle and scratch."""
+
+    def __init__(self, fast_dct: bool = False) -> None:
+        self.turbo = TurboDecoder(fast_dct=fast_dct)
+        self._scratch = np.empty(0, np.uint8)
+
+    def scratch(self, h: int, w: int) -> np.ndarray:
+        n = h * w * 3
+        if self._scratch.nbytes < n:
+            self._scratch = np.empty(int(n * 1.25), np.uint8)
+        return self._scratch[:n].reshape(h, w, 3)
+
+
+_local = threading.local()
+
+
+def thread_state() -> ThreadState:
+    state = getattr(_local, "state", None)
+    if state is None:
+        state = _local.state = ThreadState()
+    return state
+
+
+def dct_denominator(box_h: int, box_w: int, out_h: int, out_w: int) -> int:
+    """The largest power-of-two DCT scaling that still leaves the crop at least output size.
+
+    Only 1/2, 1/4 and 1/8 are used: libjpeg-turbo's other factors cost more than a
+    full decode (measured; see ARCHITECTURE.md).
+    """
+    for d in _DENOMS:
+        if box_h >= out_h * d and box_w >= out_w * d:
+            return d
+    return 1
+
+
+def _pil_rgb(data: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data.tobytes())) as im:
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(im, dtype=np.float64)
+            peak = 65535.0 if arr.max() > 255 else 255.0
+            gray = np.clip(np.rint(arr * (255.0 / peak)), 0, 255).astype(np.uint8)
+            return np.repeat(gray[..., None], 3, axis=2)
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            # composite on white, as viewers show transparent pixels
+            rgba = im.convert("RGBA")
+            bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return np.asarray(Image.alpha_composite(bg, rgba).convert("RGB"))
+        return np.asarray(im.convert("RGB"))
+
+
+def decode_region(
+    state: ThreadState,
+    data: np.ndarray,
+    codec: int,
+    height: int,
+    width: int,
+    box: np.ndarray | tuple[int, int, int, int] | None,
+    out_h: int | None = None,
+    out_w: int | None = None,
+) -> np.ndarray:
+    """The RGB pixels of ``box`` (or the whole image), possibly DCT-downscaled so that the
+    region is still at least ``out_h x out_w``. A view into scratch memory: use it
+    before the next call on this thread."""
+    if box is None:
+        top, left, h, w = 0, 0, height, width
+    else:
+        top, left, h, w = (int(v) for v in box)
+    if codec == Codec.JPEG:
+        d = dct_denominator(h, w, out_h, out_w) if out_h and out_w else 1
+        img = state.scratch(scaled_size(height, d), scaled_size(width, d))
+        state.turbo.decode_rgb(data, img)
+        if d > 1:
+            y0, x0 = top // d, left // d
+            y1 = min(img.shape[0], -(-(top + h) // d))
+            x1 = min(img.shape[1], -(-(left + w) // d))
+            return img[y0:y1, x0:x1]
+    elif codec == Codec.RAW_RGB:
+        img = data.reshape(height, width, 3)
+    elif codec == Codec.ENCODED:
+        img = _pil_rgb(data)
+    else:
+        raise ValueError(f"unknown image codec {codec}")
+    return img[top : top + h, left : left + w]
+
+
+def resize_into(region: np.ndarray, out: np.ndarray) -> None:
+    """Resize ``region`` into ``out``: pixel-area averaging when shrinking both ways
+    (anti-aliased), bilinear when enlarging either way."""
+    import cv2
+
+    oh, ow = out.shape[:2]
+    rh, rw = region.shape[:2]
+    if rh == oh and rw == ow:
+        out[...] = region
+        return
+    shrinking = rh >= oh and rw >= ow
+    cv2.resize(region, (ow, oh), dst=out,
+               interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)

@@ -1,0 +1,215 @@
+"""Decoders: the first stage of an image pipeline, run per sample in decode threads.
+
+Fused decode + crop: the crop is planned for the whole batch first (from the stored
+image sizes, before any pixel is decoded), then each thread decodes only at the
+resolution the crop needs (libjpeg-turbo DCT scaling when the crop is at least twice
+the output size) and resizes the crop straight into the batch buffer.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .decode.geometry import ATTEMPTS, center_crop_boxes, random_resized_crop_boxes
+from .decode.pixels import ThreadState, decode_region, resize_into
+from .transforms.base import BatchContext
+
+__all__ = [
+    "ImageDecoder",
+    "DecodeRandomResizedCrop",
+    "DecodeCenterCrop",
+    "DecodeResizeCrop",
+    "DecodeOnly",
+    "ReadBytes",
+    "PackedBytes",
+    "ImageColumnView",
+]
+
+
+@dataclass(frozen=True)
+class ImageColumnView:
+    """What a decoder may know about the image column it reads (sizes, for planning)."""
+
+    heights: np.ndarray
+    widths: np.ndarray
+    sizes: np.ndarray
+
+
+def _pair(size: int | Sequence[int], what: str) -> tuple[int, int]:
+    if isinstance(size, int):
+        h = w = size
+    else:
+        h, w = (int(v) for v in size)
+    if h <= 0 or w <= 0:
+        raise ValueError(f"{what}: size must be positive, got {size!r}")
+    return h, w
+
+
+class ImageDecoder(abc.ABC):
+    """The contract between a decoder and the loader.
+
+    The loader calls :meth:`allocate` once per prefetch slot, :meth:`plan` once per
+    batch (in the consumer thread), :meth:`decode_one` for each sample (in a decode
+    thread, GIL mostly released) and :meth:`finish` when the batch is complete.
+    """
+
+    @abc.abstractmethod
+    def allocate(self, batch_size: int, column: ImageColumnView, pin_memory: bool) -> Any:
+        """Buffers for one batch, reused batch after batch."""
+
+    def plan(self, ctx: BatchContext, column: ImageColumnView) -> Any:
+        """Per-batch parameters (crop boxes, say) for the samples ``ctx.indices``."""
+        return None
+
+    @abc.abstractmethod
+    def decode_one(self, state: ThreadState, k: int, data: np.ndarray, codec: int,
+                   height: int, width: int, plan: Any, slot: Any) -> None:
+        """Decode sample ``k`` of the batch from its stored bytes into ``slot``."""
+
+    @abc.abstractmethod
+    def finish(self, slot: Any, plan: Any, n: int) -> Any:
+        """The batch value for the first ``n`` samples of ``slot``."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
+
+
+class _CropDecoder(ImageDecoder):
+    """Decoders writing fixed-size ``[B, H, W, 3] uint8`` batches of crops."""
+
+    def __init__(self, size: int | Sequence[int]) -> None:
+        self.size = _pair(size, type(self).__name__)
+
+    def allocate(self, batch_size: int, column: ImageColumnView, pin_memory: bool) -> Any:
+        h, w = self.size
+        tensor = torch.empty((batch_size, h, w, 3), dtype=torch.uint8, pin_memory=pin_memory)
+        return tensor, tensor.numpy()
+
+    @abc.abstractmethod
+    def boxes(self, ctx: BatchContext, heights: np.ndarray, widths: np.ndarray) -> np.ndarray:
+        """``(n, 4)`` crop boxes ``(top, left, height, width)``."""
+
+    def plan(self, ctx: BatchContext, column: ImageColumnView) -> Any:
+        idx = ctx.indices
+        return self.boxes(ctx, column.heights[idx], column.widths[idx])
+
+    def decode_one(self, state: ThreadState, k: int, data: np.ndarray, codec: int,
+                   height: int, width: int, plan: Any, slot: Any) -> None:
+        out = slot[1][k]
+        h, w = self.size
+        resize_into(decode_region(state, data, codec, height, width, plan[k], h, w), out)
+
+    def finish(self, slot: Any, plan: Any, n: int) -> Any:
+        return slot[0][:n]
+
+
+class DecodeRandomResizedCrop(_CropDecoder):
+    """A random crop of ``scale`` × the area and aspect ratio within ``ratio`` (torchvision's
+    ``RandomResizedCrop`` parameters), resized to ``size``. Draws are keyed by ``seed`` if
+    given, else by the loader's seed."""
+
+    def __init__(self, size: int | Sequence[int] = 224,
+                 scale: Sequence[float] = (0.08, 1.0),
+                 ratio: Sequence[float] = (3 / 4, 4 / 3), seed: int | None = None) -> None:
+        super().__init__(size)
+        self.seed = seed
+        if not (0 < scale[0] <= scale[1] <= 1.0):
+            raise ValueError(f"DecodeRandomResizedCrop: scale must satisfy 0 < lo <= hi <= 1, "
+                             f"got {scale}")
+        if not (0 < ratio[0] <= ratio[1]):
+            raise ValueError(f"DecodeRandomResizedCrop: ratio must satisfy 0 < lo <= hi, "
+                             f"got {ratio}")
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.ratio = (float(ratio[0]), float(ratio[1]))
+
+    def boxes(self, ctx: BatchContext, heights: np.ndarray, widths: np.ndarray) -> np.ndarray:
+        u = ctx.reseeded(self.seed).uniforms("random_resized_crop", 4 * ATTEMPTS)
+        return random_resized_crop_boxes(heights, widths, u, self.scale, self.ratio)
+
+
+class DecodeCenterCrop(_CropDecoder):
+    """The centred square of side ``ratio × shorter side``, resized to ``size``.
+
+    The default ``ratio = 224/256`` is torchvision's ``Resize(256)`` + ``CenterCrop(224)``.
+    """
+
+    def __init__(self, size: int | Sequence[int] = 224, ratio: float = 224 / 256) -> None:
+        super().__init__(size)
+        if not 0 < ratio <= 1:
+            raise ValueError(f"DecodeCenterCrop: ratio must be in (0, 1], got {ratio}")
+        self.ratio = float(ratio)
+
+    def boxes(self, ctx: BatchContext, heights: np.ndarray, widths: np.ndarray) -> np.ndarray:
+        return center_crop_boxes(heights, widths, self.ratio)
+
+
+class DecodeResizeCrop(DecodeCenterCrop):
+    """Resize the shorter side to ``resize_size``, then take the centre ``crop_size`` square
+    (done as one crop + one resize)."""
+
+    def __init__(self, resize_size: int = 256, crop_size: int = 224) -> None:
+        if crop_size > resize_size:
+            raise ValueError(f"DecodeResizeCrop: crop_size ({crop_size}) must not exceed "
+                             f"resize_size ({resize_size})")
+        super().__init__(crop_size, ratio=crop_size / resize_size)
+        self.resize_size = resize_size
+        self.crop_size = crop_size
+
+
+class DecodeOnly(ImageDecoder):
+    """Full-size decode: a list of ``[H, W, 3] uint8`` tensors (sizes vary)."""
+
+    def allocate(self, batch_size: int, column: ImageColumnView, pin_memory: bool) -> Any:
+        return [None] * batch_size
+
+    def decode_one(self, state: ThreadState, k: int, data: np.ndarray, codec: int,
+                   height: int, width: int, plan: Any, slot: Any) -> None:
+        region = decode_region(state, data, codec, height, width, None)
+        slot[k] = torch.from_numpy(np.array(region))  # own copy: region is scratch
+
+    def finish(self, slot: Any, plan: Any, n: int) -> Any:
+        out = slot[:n]
+        slot[:] = [None] * len(slot)
+        return out
+
+
+@dataclass(frozen=True)
+class PackedBytes:
+    """Encoded bytes of a batch, packed: sample ``k`` is ``data[offsets[k]:offsets[k+1]]``."""
+
+    data: torch.Tensor
+    offsets: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        return self.data[self.offsets[k] : self.offsets[k + 1]]
+
+
+class ReadBytes(ImageDecoder):
+    """No decoding: each sample's stored bytes, gathered into one buffer per batch."""
+
+    def allocate(self, batch_size: int, column: ImageColumnView, pin_memory: bool) -> Any:
+        largest = int(column.sizes.max()) if len(column.sizes) else 0
+        data = torch.empty(batch_size * largest, dtype=torch.uint8, pin_memory=pin_memory)
+        return data, data.numpy()
+
+    def plan(self, ctx: BatchContext, column: ImageColumnView) -> Any:
+        offsets = np.zeros(len(ctx.indices) + 1, np.int64)
+        np.cumsum(column.sizes[ctx.indices], out=offsets[1:])
+        return offsets
+
+    def decode_one(self, state: ThreadState, k: int, data: np.ndarray, codec: int,
+                   height: int, width: int, plan: Any, slot: Any) -> None:
+        slot[1][plan[k] : plan[k + 1]] = data
+
+    def finish(self, slot: Any, plan: Any, n: int) -> Any:
+        return PackedBytes(slot[0][: int(plan[n])], torch.from_numpy(plan[: n + 1]))

@@ -1,0 +1,333 @@
+"""``SlipstreamLoader``: batches from a cache, decoded by threads ahead of the consumer."""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._decode_pool import BatchJob, DecodePool
+from ._sampler import EpochSampler
+from .cache import Cache
+from .cache.reader import HeapColumn, ImageColumn
+from .dataset import SlipstreamDataset
+from .decode.pixels import thread_state
+from .decoders import DecodeCenterCrop, ImageColumnView, ImageDecoder
+from .errors import SampleError
+from .schema import FieldKind
+from .transforms.base import BatchContext
+from .transforms.basic import ToTorchImage
+
+__all__ = ["SlipstreamLoader"]
+
+Pipelines = Mapping[str, Sequence[Any]]
+
+
+def _default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class _ImagePipeline:
+    """One image field's pipeline: a decoder (in threads), then batch transforms."""
+
+    def __init__(self, field: str, stages: Sequence[Any]) -> None:
+        if not stages or not isinstance(stages[0], ImageDecoder):
+            first = type(stages[0]).__name__ if stages else "nothing"
+            raise TypeError(
+                f"pipelines[{field!r}] must start with a decoder (DecodeRandomResizedCrop, "
+                f"DecodeCenterCrop, DecodeResizeCrop, DecodeOnly, ReadBytes), got {first}"
+            )
+        for stage in stages[1:]:
+            if not callable(stage) or isinstance(stage, ImageDecoder):
+                raise TypeError(f"pipelines[{field!r}]: {stage!r} is not a batch transform")
+        self.field = field
+        self.decoder: ImageDecoder = stages[0]
+        self.transforms = list(stages[1:])
+
+
+class SlipstreamLoader:
+    """Iterate over a dataset in batches, as fast as the machine allows.
+
+    The first iteration (or first access to :attr:`cache`) finds the dataset's cache or
+    builds it, with a progress bar; every epoch reads it memory-mapped. Each batch is a
+    dict: each pipeline's output under its name (a pipeline that ends in a dict
+    contributes its keys), numeric fields as tensors (``label`` is ``int64``), and
+    string fields as lists.
+
+    A pool of ``num_threads`` threads decodes up to ``prefetch - 1`` batches ahead of
+    the one being consumed, straight into preallocated batch buffers (pinned when
+    ``device`` is CUDA): memory is ``prefetch × batch_size × output size``. A uint8 CPU
+    batch that no transform copied is a view of such a buffer and is valid until the
+    next batch is requested; ``.clone()`` it to keep it.
+
+    ``seed=None`` draws a seed and records it in :attr:`seed`; with the same seed,
+    batches and augmentations repeat exactly. Epochs count up from 0 at each
+    ``iter()``; :meth:`set_epoch` chooses the next one.
+    """
+
+    def __init__(
+        self,
+        dataset: SlipstreamDataset | Cache,
+        batch_size: int = 256,
+        shuffle: bool = True,
+        seed: int | None = None,
+        drop_last: bool = False,
+        pipelines: Pipelines | None = None,
+        num_threads: int | None = None,
+        device: str | torch.device | None = None,
+        *,
+        prefetch: int = 3,
+        image_format: str = "jpeg",
+        progress: bool = True,
+    ) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if prefetch < 2:
+            raise ValueError(f"prefetch must be at least 2 (one batch consumed, one decoding), "
+                             f"got {prefetch}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = secrets.randbits(63) if seed is None else int(seed)
+        self.drop_last = drop_last
+        self.num_threads = num_threads or _default_threads()
+        self.device = torch.device(device) if device is not None else None
+        self.prefetch = prefetch
+        self.image_format = image_format
+        self.progress = progress
+        self._pipelines_arg = pipelines
+        self._cache: Cache | None = dataset if isinstance(dataset, Cache) else None
+        self._epoch = 0
+        self._image_pipelines: list[_ImagePipeline] | None = None
+        self._other_pipelines: dict[str, list[Any]] = {}
+
+    # -- the cache ------------------------------------------------------------------------
+    @property
+    def cache(self) -> Cache:
+        """The dataset's cache, found or built on first use."""
+        if self._cache is None:
+            assert isinstance(self.dataset, SlipstreamDataset)
+            self._cache = self.dataset.build_cache(self.image_format, progress=self.progress)
+        return self._cache
+
+    def _resolve_pipelines(self) -> list[_ImagePipeline]:
+        if self._image_pipelines is not None:
+            return self._image_pipelines
+        cache = self.cache
+        given = dict(self._pipelines_arg or {})
+        unknown = [k for k in given if k not in cache.field_names]
+        if unknown:
+            raise KeyError(f"pipelines name fields {unknown} that the dataset does not have; "
+                           f"its fields are {list(cache.field_names)}")
+        image_pipes = []
+        for f in cache.fields:
+            if f.kind is FieldKind.IMAGE:
+                stages = given.get(f.name) or [DecodeCenterCrop(224), ToTorchImage(self.device)]
+                image_pipes.append(_ImagePipeline(f.name, stages))
+            elif f.name in given:
+                self._other_pipelines[f.name] = list(given[f.name])
+        self._image_pipelines = image_pipes
+        return image_pipes
+
+    # -- epochs -----------------------------------------------------------------------------
+    def _sampler(self) -> EpochSampler:
+        return EpochSampler(len(self.cache), self.batch_size, self.shuffle, self.seed,
+                            self.drop_last)
+
+    def __len__(self) -> int:
+        return len(self._sampler())
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration epoch ``epoch`` (its order and augmentations)."""
+        self._epoch = int(epoch)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next iteration will run."""
+        return self._epoch
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        epoch = self._epoch
+        self._epoch += 1
+        return _EpochIterator(self, epoch, self._sampler().batches(epoch))
+
+    def __repr__(self) -> str:
+        return (f"SlipstreamLoader(batch_size={self.batch_size}, shuffle={self.shuffle}, "
+                f"seed={self.seed}, num_threads={self.num_threads}, device={self.device})")
+
+
+def _slice_runner(pipelines: list[_ImagePipeline], columns: dict[str, ImageColumn],
+                  slot: dict[str, Any], plans: dict[str, Any], indices: np.ndarray,
+                  cache: Cache):
+    """The work of one batch, as a function of a slice ``[lo, hi)`` of its samples.
+
+    It holds no reference to the iterator, so an abandoned iterator is freed (and its
+    threads stopped) as soon as the caller drops it.
+    """
+
+    def run_slice(lo: int, hi: int) -> None:
+        state = thread_state()
+        for p in pipelines:
+            col = columns[p.field]
+            decode_one, plan, buf = p.decoder.decode_one, plans[p.field], slot[p.field]
+            heights, widths, codecs = col.heights, col.widths, col.codecs
+            for k in range(lo, hi):
+                i = int(indices[k])
+                try:
+                    decode_one(state, k, col.view(i), int(codecs[i]), int(heights[i]),
+                               int(widths[i]), plan, buf)
+                except Exception as exc:
+                    raise _sample_error(cache, p.field, i, exc) from exc
+
+    return run_slice
+
+
+def _sample_error(cache: Cache, field: str, index: int, exc: Exception) -> SampleError:
+    path = cache.column("path").value(index) if "path" in cache.field_names else None
+    where = f" ({path})" if path else ""
+    src = cache.source.get("url") or str(cache.path)
+    return SampleError(
+        f"sample {index}{where} of {src}: decoding field {field!r} failed: "
+        f"{type(exc).__name__}: {exc}",
+        index=index, path=path,
+    )
+
+
+class _EpochIterator:
+    """One epoch: keeps ``prefetch - 1`` batches decoding while one is consumed."""
+
+    def __init__(self, loader: SlipstreamLoader, epoch: int, batches: list[np.ndarray]) -> None:
+        self.loader = loader
+        self.epoch = epoch
+        self.batches = batches
+        self.cache = loader.cache
+        self.pipelines = loader._resolve_pipelines()
+        self.columns: dict[str, ImageColumn] = {p.field: self.cache.column(p.field)
+                                                for p in self.pipelines}
+        self.views = {name: ImageColumnView(c.heights, c.widths, c.sizes)
+                      for name, c in self.columns.items()}
+        pin = loader.device is not None and loader.device.type == "cuda"
+        slots_needed = min(loader.prefetch, max(1, len(batches)))
+        self.slots = [
+            {p.field: p.decoder.allocate(loader.batch_size, self.views[p.field], pin)
+             for p in self.pipelines}
+            for _ in range(slots_needed)
+        ]
+        self.slot_events: list[Any] = [None] * slots_needed
+        self.pool: DecodePool | None = None
+        if self.pipelines and batches:
+            self.pool = DecodePool(min(loader.num_threads, max(1, len(batches[0]))))
+        self.inflight: dict[int, tuple[BatchJob, dict[str, Any], BatchContext]] = {}
+        self.next_to_yield = 0
+        self.submitted = 0
+        self._submit_until(len(self.slots))  # every slot is free: start decoding now
+
+    # -- scheduling ---------------------------------------------------------------------------
+    def _submit_until(self, stop: int) -> None:
+        """Submit batches up to (not including) ``stop``; batch b decodes into slot b % S."""
+        while self.submitted < min(stop, len(self.batches)):
+            self._submit(self.submitted)
+            self.submitted += 1
+
+    def _slice_size(self, n: int) -> int:
+        return max(1, math.ceil(n / (self.loader.num_threads * 4)))
+
+    def _submit(self, b: int) -> None:
+        slot_index = b % len(self.slots)
+        event = self.slot_events[slot_index]
+        if event is not None:  # the GPU may still be copying out of this slot
+            event.synchronize()
+            self.slot_events[slot_index] = None
+        slot = self.slots[slot_index]
+        indices = self.batches[b]
+        ctx = BatchContext(self.loader.seed, self.epoch, indices)
+        plans = {p.field: p.decoder.plan(ctx, self.views[p.field]) for p in self.pipelines}
+
+        run_slice = _slice_runner(self.pipelines, self.columns, slot, plans, indices,
+                                  self.cache)
+        job = BatchJob(run_slice, len(indices), self._slice_size(len(indices)))
+        self.inflight[b] = (job, plans, ctx)
+        if self.pool is not None:
+            self.pool.submit(job)
+
+    # -- iteration ------------------------------------------------------------------------------
+    def __iter__(self) -> _EpochIterator:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        b = self.next_to_yield
+        if b >= len(self.batches):
+            self.close()
+            raise StopIteration
+        # the consumer is done with batch b - 1: its slot takes batch b - 1 + S
+        self._submit_until(b + len(self.slots))
+        job, plans, ctx = self.inflight.pop(b)
+        job.done.wait()
+        if job.error is not None:
+            self.close()
+            raise job.error
+        self.next_to_yield = b + 1
+        return self._assemble(b, plans, ctx)
+
+    def _assemble(self, b: int, plans: dict[str, Any], ctx: BatchContext) -> dict[str, Any]:
+        indices = self.batches[b]
+        n = len(indices)
+        slot_index = b % len(self.slots)
+        slot = self.slots[slot_index]
+        out: dict[str, Any] = {}
+        device = self.loader.device
+        on_cuda = False
+        for p in self.pipelines:
+            value = p.decoder.finish(slot[p.field], plans[p.field], n)
+            for t in p.transforms:
+                value = t(value, ctx)
+            if isinstance(value, dict):
+                out.update(value)
+                on_cuda |= any(isinstance(v, torch.Tensor) and v.is_cuda for v in value.values())
+            else:
+                out[p.field] = value
+                on_cuda |= isinstance(value, torch.Tensor) and value.is_cuda
+        for f in self.cache.fields:
+            if f.kind is FieldKind.IMAGE:
+                continue
+            col = self.cache.column(f.name)
+            if isinstance(col, HeapColumn):
+                out[f.name] = col.values(indices)
+            else:
+                t = torch.from_numpy(col[indices])
+                if device is not None and device.type != "cpu":
+                    t = t.to(device, non_blocking=True)
+                for stage in self.loader._other_pipelines.get(f.name, ()):
+                    t = stage(t, ctx)
+                out[f.name] = t
+        if on_cuda:
+            event = torch.cuda.Event()
+            event.record()
+            self.slot_events[slot_index] = event
+        return out
+
+    def __len__(self) -> int:
+        return len(self.batches) - self.next_to_yield
+
+    def close(self) -> None:
+        """Stop decoding and join the threads (idempotent; also run when the iterator dies)."""
+        for job, _, _ in self.inflight.values():
+            job.cancelled = True
+        self.inflight.clear()
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
