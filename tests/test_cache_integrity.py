@@ -61,7 +61,7 @@ def test_sigkill_midway_leaves_nothing_a_reader_takes_for_a_cache(image_folder, 
             child.wait()
     assert child.returncode == -signal.SIGKILL
     # the half build exists only as a private directory...
-    leftovers = list((cache_root / ".tmp").glob(f"{key}.*"))
+    leftovers = [p for p in (cache_root / ".tmp").glob(f"{key}.*") if p.is_dir()]
     assert leftovers, "expected the killed build's private directory"
     # ...which no reader takes for a cache
     store = LocalStore(cache_root)
@@ -76,7 +76,7 @@ def test_sigkill_midway_leaves_nothing_a_reader_takes_for_a_cache(image_folder, 
     cache = ds.build_cache(progress=False)
     assert cache.verify().ok
     assert len(cache) == len(folder_expectation(image_folder))
-    assert not any(p.name.startswith(key) for p in (cache_root / ".tmp").iterdir())
+    assert not any(p.name.startswith(key) and p.is_dir() for p in (cache_root / ".tmp").iterdir())
 
 
 def test_flipped_byte_is_caught_by_verify(image_folder, cache_root, capsys):
@@ -147,3 +147,33 @@ def test_stale_build_from_a_live_process_is_kept(cache_root):
     store = LocalStore(cache_root)
     mine = store.new_build_dir("k" * 40)  # this process is alive: not stale
     assert store.clean_stale_builds() == [] and mine.exists()
+
+
+_BUILD_AND_REPORT = textwrap.dedent("""
+    import sys, time
+    from slipstream import SlipstreamDataset
+    from slipstream.sources.imagefolder import ImageFolderSource
+    calls = 0
+    real_read = ImageFolderSource.read
+    def counting_read(self, i):
+        global calls
+        calls += 1
+        time.sleep(0.01)
+        return real_read(self, i)
+    ImageFolderSource.read = counting_read
+    cache = SlipstreamDataset(sys.argv[1], cache_dir=sys.argv[2]).build_cache(progress=False)
+    print(cache.path, calls)
+""")
+
+
+def test_concurrent_builders_build_once(image_folder, cache_root):
+    """Two processes wanting the same cache: one builds, the other waits and reuses it."""
+    procs = [subprocess.Popen([sys.executable, "-c", _BUILD_AND_REPORT, str(image_folder),
+                               str(cache_root)], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=120)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert outputs[0][0] == outputs[1][0]  # same cache
+    reads = sorted(int(o[1]) for o in outputs)
+    assert reads == [0, len(folder_expectation(image_folder))]  # read the source once
+    assert Cache(outputs[0][0]).verify().ok

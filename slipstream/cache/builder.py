@@ -51,6 +51,7 @@ def build_cache(
     num_threads: int = 16,
     progress: bool = True,
     heap_chunk_bytes: int = DEFAULT_HEAP_CHUNK_BYTES,
+    lock_timeout: float | None = None,
 ) -> Cache:
     """Find the cache of ``source`` in ``store``, or build it there.
 
@@ -58,6 +59,10 @@ def build_cache(
     private directory, which is published with one atomic rename once its manifest is
     written: a reader never sees a partial cache, and a build killed at any point
     leaves only a private directory that the next build removes.
+
+    Concurrent builders of the same key (processes of a distributed job, users sharing
+    a directory) serialise on a lock: one builds, the others wait up to
+    ``lock_timeout`` seconds (forever if None) and then use its cache.
     """
     if not isinstance(store, LocalStore):
         store = LocalStore(store)
@@ -65,6 +70,15 @@ def build_cache(
     key = content_key(source.name, source.fingerprint(), selected, image_format)
     if store.has(key):
         return Cache(store.path(key))
+    with store.build_lock(key, timeout=lock_timeout):
+        if store.has(key):  # another process built it while we waited
+            return Cache(store.path(key))
+        return _build(source, store, key, selected, image_format, num_threads, progress,
+                      heap_chunk_bytes)
+
+
+def _build(source: Source, store: LocalStore, key: str, selected: tuple[Field, ...],
+           image_format: str, num_threads: int, progress: bool, heap_chunk_bytes: int) -> Cache:
     n = len(source)
     if n == 0:
         raise SampleError(

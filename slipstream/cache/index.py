@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 from collections.abc import Sequence
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._filelock import FileLock
 from ..errors import CacheError
 from ..schema import FieldKind
 from .arrays import read_array, write_array
@@ -114,7 +114,7 @@ def _publish_index(cache_dir: Path, index: FieldIndex) -> None:
         write_array(ledger, tmp / "offsets", index.offsets)
         write_array(ledger, tmp / "samples", index.samples)
         ledger.write_json(tmp / "zarr.json", group_metadata({"kind": "index", "field": index.field}))
-        with _CacheLock(tmp_root / f"{cache_dir.name}.lock"):
+        with FileLock(tmp_root / f"{cache_dir.name}.lock"):
             attrs = read_manifest(cache_dir)
             if index.field in attrs.get("indexes", ()):
                 return  # another process finished it first
@@ -148,19 +148,3 @@ def _describe(path: Path) -> dict[str, object]:
 
     size, digest = file_digest(path)
     return {"size": size, CHECKSUM: digest}
-
-
-class _CacheLock:
-    """An exclusive ``flock`` on a file beside the cache (released if the holder dies)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o664)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)

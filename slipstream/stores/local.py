@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._filelock import FileLock
 from ..cache import layout
 from ..hookspecs import hookimpl
 from ..location import Location
@@ -63,6 +64,11 @@ class LocalStore(CacheStore):
         d = self.tmp_root / build_dir_name(key)
         d.mkdir()
         return d
+
+    def build_lock(self, key: str, timeout: float | None = None) -> FileLock:
+        """The lock a builder of ``key`` holds: other processes (on any host sharing the
+        directory) wait for it, then find the finished cache."""
+        return FileLock(self.tmp_root / f"{key}.build-lock", timeout=timeout)
 
     def publish(self, build_dir: Path, key: str) -> Path:
         """Move a finished build into place atomically; if another process won, keep theirs.
