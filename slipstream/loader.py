@@ -28,6 +28,28 @@ __all__ = ["SlipstreamLoader"]
 Pipelines = Mapping[str, Sequence[Any]]
 
 
+def _distributed_placement(distributed: bool | None, rank: int | None,
+                           world_size: int | None) -> tuple[int, int]:
+    """(rank, world_size): explicit values win; else an initialised process group's."""
+    dist = torch.distributed
+    group_up = dist.is_available() and dist.is_initialized()
+    if distributed is None:
+        distributed = group_up or rank is not None or world_size is not None
+    if not distributed:
+        return 0, 1
+    if rank is None or world_size is None:
+        if not group_up:
+            raise ValueError(
+                "distributed=True needs rank= and world_size=, or an initialised "
+                "torch.distributed process group (torch.distributed.init_process_group)"
+            )
+        rank = dist.get_rank() if rank is None else rank
+        world_size = dist.get_world_size() if world_size is None else world_size
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside world_size {world_size}")
+    return int(rank), int(world_size)
+
+
 def _default_threads() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -70,7 +92,14 @@ class SlipstreamLoader:
 
     ``seed=None`` draws a seed and records it in :attr:`seed`; with the same seed,
     batches and augmentations repeat exactly. Epochs count up from 0 at each
-    ``iter()``; :meth:`set_epoch` chooses the next one.
+    ``iter()``; :meth:`set_epoch` chooses the next one; :meth:`state_dict` and
+    :meth:`load_state_dict` resume a run mid-epoch.
+
+    Distributed: with an initialised ``torch.distributed`` process group (or explicit
+    ``rank``/``world_size``), rank ``r`` of ``w`` takes samples ``r, r+w, r+2w, ...`` of
+    the epoch's global order, which does not depend on ``w``; every rank gets the same
+    number of batches (without ``drop_last`` the order is padded by repeating its first
+    samples; with it, each rank drops the same tail).
     """
 
     def __init__(
@@ -87,6 +116,9 @@ class SlipstreamLoader:
         prefetch: int = 3,
         image_format: str = "jpeg",
         progress: bool = True,
+        distributed: bool | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -105,7 +137,10 @@ class SlipstreamLoader:
         self.progress = progress
         self._pipelines_arg = pipelines
         self._cache: Cache | None = dataset if isinstance(dataset, Cache) else None
+        self.rank, self.world_size = _distributed_placement(distributed, rank, world_size)
         self._epoch = 0
+        self._start_batch = 0  # where the next iteration starts (a resumed run)
+        self._active: tuple[int, int] | None = None  # (epoch, batches yielded) in progress
         self._image_pipelines: list[_ImagePipeline] | None = None
         self._other_pipelines: dict[str, list[Any]] = {}
 
@@ -140,7 +175,7 @@ class SlipstreamLoader:
     # -- epochs -----------------------------------------------------------------------------
     def _sampler(self) -> EpochSampler:
         return EpochSampler(len(self.cache), self.batch_size, self.shuffle, self.seed,
-                            self.drop_last)
+                            self.drop_last, self.rank, self.world_size)
 
     def __len__(self) -> int:
         return len(self._sampler())
@@ -148,6 +183,7 @@ class SlipstreamLoader:
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration epoch ``epoch`` (its order and augmentations)."""
         self._epoch = int(epoch)
+        self._start_batch = 0
 
     @property
     def epoch(self) -> int:
@@ -155,9 +191,45 @@ class SlipstreamLoader:
         return self._epoch
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        epoch = self._epoch
-        self._epoch += 1
-        return _EpochIterator(self, epoch, self._sampler().batches(epoch))
+        epoch, start = self._epoch, self._start_batch
+        self._epoch, self._start_batch = epoch + 1, 0
+        self._active = (epoch, start)
+        return _EpochIterator(self, epoch, self._sampler().batches(epoch, start), start)
+
+    # -- resume -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Where the run stands: restoring it with :meth:`load_state_dict` (in a new process,
+        with any ``num_threads``) makes the next iteration yield exactly the batches an
+        uninterrupted run would have yielded next."""
+        if self._active is not None:
+            epoch, position = self._active
+        else:
+            epoch, position = self._epoch, self._start_batch
+        return {"seed": self.seed, "epoch": epoch, "batches_done": position,
+                "batch_size": self.batch_size, "world_size": self.world_size,
+                "num_samples": len(self.cache), "shuffle": self.shuffle,
+                "drop_last": self.drop_last}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a :meth:`state_dict`: same seed, epoch and position."""
+        for key in ("batch_size", "world_size", "shuffle", "drop_last", "num_samples"):
+            mine = len(self.cache) if key == "num_samples" else getattr(self, key)
+            if key in state and state[key] != mine:
+                raise ValueError(
+                    f"load_state_dict: the saved run had {key}={state[key]!r}, this loader has "
+                    f"{mine!r}; resuming would not reproduce the run. Create the loader with "
+                    f"the same {key}"
+                )
+        self.seed = int(state["seed"])
+        self._epoch = int(state["epoch"])
+        self._start_batch = int(state["batches_done"])
+        self._active = None
+        if self._start_batch >= len(self):  # the saved epoch had finished
+            self._epoch, self._start_batch = self._epoch + 1, 0
+
+    def _progress(self, epoch: int, batches_done: int, total: int) -> None:
+        """Called by the iterator after each batch it hands out."""
+        self._active = (epoch, batches_done) if batches_done < total else None
 
     def __repr__(self) -> str:
         return (f"SlipstreamLoader(batch_size={self.batch_size}, shuffle={self.shuffle}, "
@@ -204,10 +276,12 @@ def _sample_error(cache: Cache, field: str, index: int, exc: Exception) -> Sampl
 class _EpochIterator:
     """One epoch: keeps ``prefetch - 1`` batches decoding while one is consumed."""
 
-    def __init__(self, loader: SlipstreamLoader, epoch: int, batches: list[np.ndarray]) -> None:
+    def __init__(self, loader: SlipstreamLoader, epoch: int, batches: list[np.ndarray],
+                 start: int = 0) -> None:
         self.loader = loader
         self.epoch = epoch
         self.batches = batches
+        self.start = start
         self.cache = loader.cache
         self.pipelines = loader._resolve_pipelines()
         self.columns: dict[str, ImageColumn] = {p.field: self.cache.column(p.field)
@@ -275,7 +349,10 @@ class _EpochIterator:
             self.close()
             raise job.error
         self.next_to_yield = b + 1
-        return self._assemble(b, plans, ctx)
+        out = self._assemble(b, plans, ctx)
+        done = self.start + b + 1
+        self.loader._progress(self.epoch, done, self.start + len(self.batches))
+        return out
 
     def _assemble(self, b: int, plans: dict[str, Any], ctx: BatchContext) -> dict[str, Any]:
         indices = self.batches[b]
