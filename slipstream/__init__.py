@@ -4,6 +4,7 @@ from .cache import Cache, FieldIndex, build_cache, verify_cache, write_index
 from .dataset import SlipstreamDataset
 from .decoders import (
     DecodeCenterCrop,
+    DecodeMultiRandomResizedCrop,
     DecodeOnly,
     DecodeRandomResizedCrop,
     DecodeResizeCrop,
@@ -24,6 +25,7 @@ from .errors import (
 )
 from .schema import Field, FieldKind, RawImage
 from .loader import SlipstreamLoader
+from .transforms.multiview import MultiCropPipeline, NamedCopies
 from .sources import Source
 from .transforms import (
     IMAGENET_MEAN,
@@ -39,9 +41,12 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "DecodeCenterCrop",
+    "DecodeMultiRandomResizedCrop",
     "DecodeOnly",
     "DecodeRandomResizedCrop",
     "DecodeResizeCrop",
+    "MultiCropPipeline",
+    "NamedCopies",
     "Normalize",
     "RandomHorizontalFlip",
     "ReadBytes",

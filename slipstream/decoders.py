@@ -17,12 +17,21 @@ import numpy as np
 import torch
 
 from .decode.geometry import ATTEMPTS, center_crop_boxes, random_resized_crop_boxes
-from .decode.pixels import ThreadState, decode_region, resize_into
+from .cache.layout import Codec
+from .decode.pixels import (
+    ThreadState,
+    crop_box,
+    dct_denominator,
+    decode_image,
+    decode_region,
+    resize_into,
+)
 from .transforms.base import BatchContext
 
 __all__ = [
     "ImageDecoder",
     "DecodeRandomResizedCrop",
+    "DecodeMultiRandomResizedCrop",
     "DecodeCenterCrop",
     "DecodeResizeCrop",
     "DecodeOnly",
@@ -132,6 +141,67 @@ class DecodeRandomResizedCrop(_CropDecoder):
     def boxes(self, ctx: BatchContext, heights: np.ndarray, widths: np.ndarray) -> np.ndarray:
         u = ctx.reseeded(self.seed).uniforms("random_resized_crop", 4 * ATTEMPTS)
         return random_resized_crop_boxes(heights, widths, u, self.scale, self.ratio)
+
+
+class DecodeMultiRandomResizedCrop(ImageDecoder):
+    """Several random resized crops of each image from one decode (multi-crop SSL).
+
+    View ``k`` has its own ``sizes[k]``, ``scales[k]`` and ``ratios[k]`` (a single
+    ``scale``/``ratio`` applies to all views) and its own random stream, keyed by the
+    view number. The output is a dict ``{name: [B, h, w, 3] uint8}``, names
+    ``view_0, view_1, ...`` unless given. The image is decoded once, at the DCT scale
+    the most demanding view allows.
+    """
+
+    def __init__(
+        self,
+        sizes: Sequence[int | Sequence[int]] = (224, 224),
+        scales: Sequence[float] | Sequence[Sequence[float]] = (0.08, 1.0),
+        ratios: Sequence[float] | Sequence[Sequence[float]] = (3 / 4, 4 / 3),
+        names: Sequence[str] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        n = len(sizes)
+        if n == 0:
+            raise ValueError("DecodeMultiRandomResizedCrop needs at least one view size")
+        self.views = [
+            DecodeRandomResizedCrop(size, _per_view(scales, k, n, "scales"),
+                                    _per_view(ratios, k, n, "ratios"), seed)
+            for k, size in enumerate(sizes)
+        ]
+        self.names = list(names) if names is not None else [f"view_{k}" for k in range(n)]
+        if len(self.names) != n or len(set(self.names)) != n:
+            raise ValueError(f"DecodeMultiRandomResizedCrop: {n} views need {n} distinct names, "
+                             f"got {self.names}")
+
+    def allocate(self, batch_size: int, column: ImageColumnView, pin_memory: bool) -> Any:
+        return [v.allocate(batch_size, column, pin_memory) for v in self.views]
+
+    def plan(self, ctx: BatchContext, column: ImageColumnView) -> Any:
+        return [v.plan(ctx.for_view(k), column) for k, v in enumerate(self.views)]
+
+    def decode_one(self, state: ThreadState, k: int, data: np.ndarray, codec: int,
+                   height: int, width: int, plan: Any, slot: Any) -> None:
+        d = 1
+        if codec == Codec.JPEG:
+            d = min(dct_denominator(int(p[k][2]), int(p[k][3]), *v.size)
+                    for v, p in zip(self.views, plan))
+        img = decode_image(state, data, codec, height, width, d)
+        for view_plan, view_slot in zip(plan, slot):
+            resize_into(crop_box(img, view_plan[k], d), view_slot[1][k])
+
+    def finish(self, slot: Any, plan: Any, n: int) -> Any:
+        return {name: s[0][:n] for name, s in zip(self.names, slot)}
+
+
+def _per_view(value: Any, k: int, n: int, what: str) -> Sequence[float]:
+    """``value`` is one (lo, hi) pair for every view, or one pair per view."""
+    if len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+        return value  # type: ignore[no-any-return]
+    if len(value) != n:
+        raise ValueError(f"DecodeMultiRandomResizedCrop: {what} needs one (lo, hi) pair or "
+                         f"{n} of them, got {value!r}")
+    return value[k]  # type: ignore[no-any-return]
 
 
 class DecodeCenterCrop(_CropDecoder):

@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..cache.layout import Codec
 from .libturbojpeg import TurboDecoder, scaled_size
 
-__all__ = ["ThreadState", "thread_state", "decode_region", "resize_into", "dct_denominator"]
+__all__ = [
+    "ThreadState",
+    "thread_state",
+    "decode_image",
+    "crop_box",
+    "decode_region",
+    "resize_into",
+    "dct_denominator",
+]
 
 _DENOMS = (8, 4, 2)
 
@@ -72,13 +81,38 @@ def _pil_rgb(data: np.ndarray) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
+def decode_image(state: ThreadState, data: np.ndarray, codec: int, height: int, width: int,
+                 denom: int = 1) -> np.ndarray:
+    """The whole image as RGB, DCT-downscaled by ``1/denom`` when it is a JPEG (other codecs
+    ignore ``denom``). A view into scratch memory: use it before the next call."""
+    if codec == Codec.JPEG:
+        img = state.scratch(scaled_size(height, denom), scaled_size(width, denom))
+        state.turbo.decode_rgb(data, img)
+        return img
+    if codec == Codec.RAW_RGB:
+        return data.reshape(height, width, 3)
+    if codec == Codec.ENCODED:
+        return _pil_rgb(data)
+    raise ValueError(f"unknown image codec {codec}")
+
+
+def crop_box(img: np.ndarray, box: np.ndarray | Sequence[int], denom: int) -> np.ndarray:
+    """The pixels of ``box`` (full-resolution coordinates) in an image decoded at 1/denom."""
+    top, left, h, w = (int(v) for v in box)
+    if denom == 1:
+        return img[top : top + h, left : left + w]
+    y1 = min(img.shape[0], -(-(top + h) // denom))
+    x1 = min(img.shape[1], -(-(left + w) // denom))
+    return img[top // denom : y1, left // denom : x1]
+
+
 def decode_region(
     state: ThreadState,
     data: np.ndarray,
     codec: int,
     height: int,
     width: int,
-    box: np.ndarray | tuple[int, int, int, int] | None,
+    box: np.ndarray | Sequence[int] | None,
     out_h: int | None = None,
     out_w: int | None = None,
 ) -> np.ndarray:
@@ -86,25 +120,11 @@ def decode_region(
     region is still at least ``out_h x out_w``. A view into scratch memory: use it
     before the next call on this thread."""
     if box is None:
-        top, left, h, w = 0, 0, height, width
-    else:
-        top, left, h, w = (int(v) for v in box)
-    if codec == Codec.JPEG:
-        d = dct_denominator(h, w, out_h, out_w) if out_h and out_w else 1
-        img = state.scratch(scaled_size(height, d), scaled_size(width, d))
-        state.turbo.decode_rgb(data, img)
-        if d > 1:
-            y0, x0 = top // d, left // d
-            y1 = min(img.shape[0], -(-(top + h) // d))
-            x1 = min(img.shape[1], -(-(left + w) // d))
-            return img[y0:y1, x0:x1]
-    elif codec == Codec.RAW_RGB:
-        img = data.reshape(height, width, 3)
-    elif codec == Codec.ENCODED:
-        img = _pil_rgb(data)
-    else:
-        raise ValueError(f"unknown image codec {codec}")
-    return img[top : top + h, left : left + w]
+        return decode_image(state, data, codec, height, width)
+    d = 1
+    if codec == Codec.JPEG and out_h and out_w:
+        d = dct_denominator(int(box[2]), int(box[3]), out_h, out_w)
+    return crop_box(decode_image(state, data, codec, height, width, d), box, d)
 
 
 def resize_into(region: np.ndarray, out: np.ndarray) -> None:
