@@ -50,8 +50,7 @@ class EpochSampler:
         order = self.global_order(epoch)
         per = self.per_rank()
         if self.world_size > 1 and not self.drop_last and len(order) < per * self.world_size:
-            pad = per * self.world_size - len(order)
-            order = np.concatenate([order, order[:pad]])  # repeat the first samples
+            order = np.resize(order, per * self.world_size)  # repeat from the start, cyclically
         return order[self.rank :: self.world_size][:per]
 
     def __len__(self) -> int:

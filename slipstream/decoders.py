@@ -16,7 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .decode.geometry import ATTEMPTS, center_crop_boxes, random_resized_crop_boxes
+from .decode.geometry import (
+    ATTEMPTS,
+    center_crop_boxes,
+    random_resized_crop_boxes,
+    snap_to_dct_grid,
+)
 from .cache.layout import Codec
 from .decode.pixels import (
     ThreadState,
@@ -107,7 +112,8 @@ class _CropDecoder(ImageDecoder):
 
     def plan(self, ctx: BatchContext, column: ImageColumnView) -> Any:
         idx = ctx.indices
-        return self.boxes(ctx, column.heights[idx], column.widths[idx])
+        heights, widths = column.heights[idx], column.widths[idx]
+        return snap_to_dct_grid(self.boxes(ctx, heights, widths), heights, widths, *self.size)
 
     def decode_one(self, state: ThreadState, k: int, data: np.ndarray, codec: int,
                    height: int, width: int, plan: Any, slot: Any) -> None:

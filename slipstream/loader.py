@@ -50,6 +50,18 @@ def _distributed_placement(distributed: bool | None, rank: int | None,
     return int(rank), int(world_size)
 
 
+def _shared_seed() -> int:
+    """A fresh seed; under an initialised process group, rank 0's, so that every rank
+    cuts the same global order."""
+    seed = secrets.randbits(63)
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        box = [seed]
+        dist.broadcast_object_list(box, src=0)
+        seed = int(box[0])
+    return seed
+
+
 def _default_threads() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -128,7 +140,8 @@ class SlipstreamLoader:
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
-        self.seed = secrets.randbits(63) if seed is None else int(seed)
+        self.rank, self.world_size = _distributed_placement(distributed, rank, world_size)
+        self.seed = _shared_seed() if seed is None else int(seed)
         self.drop_last = drop_last
         self.num_threads = num_threads or _default_threads()
         self.device = torch.device(device) if device is not None else None
@@ -137,11 +150,12 @@ class SlipstreamLoader:
         self.progress = progress
         self._pipelines_arg = pipelines
         self._cache: Cache | None = dataset if isinstance(dataset, Cache) else None
-        self.rank, self.world_size = _distributed_placement(distributed, rank, world_size)
         self._epoch = 0
         self._start_batch = 0  # where the next iteration starts (a resumed run)
         self._active: tuple[int, int] | None = None  # (epoch, batches yielded) in progress
+        self._resumed_at: tuple[int, int] | None = None  # set by load_state_dict
         self._image_pipelines: list[_ImagePipeline] | None = None
+        self._spare_slots: list[tuple[dict[str, Any], Any]] = []
         self._other_pipelines: dict[str, list[Any]] = {}
 
     # -- the cache ------------------------------------------------------------------------
@@ -165,7 +179,9 @@ class SlipstreamLoader:
         image_pipes = []
         for f in cache.fields:
             if f.kind is FieldKind.IMAGE:
-                stages = given.get(f.name) or [DecodeCenterCrop(224), ToTorchImage(self.device)]
+                stages = given.get(f.name)
+                if stages is None:
+                    stages = [DecodeCenterCrop(224), ToTorchImage(self.device)]
                 image_pipes.append(_ImagePipeline(f.name, stages))
             elif f.name in given:
                 self._other_pipelines[f.name] = list(given[f.name])
@@ -181,9 +197,17 @@ class SlipstreamLoader:
         return len(self._sampler())
 
     def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration epoch ``epoch`` (its order and augmentations)."""
-        self._epoch = int(epoch)
-        self._start_batch = 0
+        """Make the next iteration epoch ``epoch`` (its order and augmentations).
+
+        After :meth:`load_state_dict`, setting the restored epoch keeps the restored
+        position, so the usual ``for e in range(start, E): loader.set_epoch(e)`` resumes
+        mid-epoch instead of replaying it.
+        """
+        epoch = int(epoch)
+        if self._resumed_at is not None and self._resumed_at[0] == epoch:
+            self._epoch, self._start_batch = self._resumed_at
+        else:
+            self._epoch, self._start_batch = epoch, 0
 
     @property
     def epoch(self) -> int:
@@ -194,6 +218,7 @@ class SlipstreamLoader:
         epoch, start = self._epoch, self._start_batch
         self._epoch, self._start_batch = epoch + 1, 0
         self._active = (epoch, start)
+        self._resumed_at = None
         return _EpochIterator(self, epoch, self._sampler().batches(epoch, start), start)
 
     # -- resume -------------------------------------------------------------------------------
@@ -226,6 +251,7 @@ class SlipstreamLoader:
         self._active = None
         if self._start_batch >= len(self):  # the saved epoch had finished
             self._epoch, self._start_batch = self._epoch + 1, 0
+        self._resumed_at = (self._epoch, self._start_batch)
 
     def _progress(self, epoch: int, batches_done: int, total: int) -> None:
         """Called by the iterator after each batch it hands out."""
@@ -290,12 +316,16 @@ class _EpochIterator:
                       for name, c in self.columns.items()}
         pin = loader.device is not None and loader.device.type == "cuda"
         slots_needed = min(loader.prefetch, max(1, len(batches)))
-        self.slots = [
+        # batch buffers are reused from epoch to epoch (pinning memory is expensive)
+        reused = loader._spare_slots[:slots_needed]
+        del loader._spare_slots[:slots_needed]
+        self.slots = [slot for slot, _ in reused] + [
             {p.field: p.decoder.allocate(loader.batch_size, self.views[p.field], pin)
              for p in self.pipelines}
-            for _ in range(slots_needed)
+            for _ in range(slots_needed - len(reused))
         ]
-        self.slot_events: list[Any] = [None] * slots_needed
+        self.slot_events: list[Any] = [event for _, event in reused]
+        self.slot_events += [None] * (slots_needed - len(reused))
         self.pool: DecodePool | None = None
         if self.pipelines and batches:
             self.pool = DecodePool(min(loader.num_threads, max(1, len(batches[0]))))
@@ -349,7 +379,11 @@ class _EpochIterator:
             self.close()
             raise job.error
         self.next_to_yield = b + 1
-        out = self._assemble(b, plans, ctx)
+        try:
+            out = self._assemble(b, plans, ctx)
+        except BaseException:
+            self.close()  # a failing transform must not leave threads decoding
+            raise
         done = self.start + b + 1
         self.loader._progress(self.epoch, done, self.start + len(self.batches))
         return out
@@ -399,9 +433,13 @@ class _EpochIterator:
         for job, _, _ in self.inflight.values():
             job.cancelled = True
         self.inflight.clear()
+        self.next_to_yield = len(self.batches)  # a later next() raises StopIteration
         if self.pool is not None:
             self.pool.close()
             self.pool = None
+            # the threads are joined: nothing writes into the slots any more
+            self.loader._spare_slots.extend(zip(self.slots, self.slot_events))
+            self.slots, self.slot_events = [], []
 
     def __del__(self) -> None:
         try:

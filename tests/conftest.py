@@ -97,3 +97,22 @@ def cache_root(tmp_path: Path) -> Path:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@pytest.fixture(scope="session")
+def formats_folder(mixed_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``mixed_folder`` plus a 16-bit grayscale PNG spanning the full 16-bit range
+    (``c/gray16.png``). Read-only."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("formats") / "data"
+    shutil.copytree(mixed_folder, root)
+    rng = np.random.default_rng(6)
+    h, w = 90, 120
+    ramp = np.linspace(0, 65535, h * w).reshape(h, w)
+    noise = rng.normal(0, 900, (h, w))
+    gray16 = np.clip(np.rint(ramp + noise), 0, 65535).astype(np.uint16)
+    gray16[0, 0], gray16[-1, -1] = 0, 65535  # both ends of the range
+    (root / "c").mkdir()
+    (root / "c" / "gray16.png").write_bytes(encode(gray16, "PNG"))
+    return root

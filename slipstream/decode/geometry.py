@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["random_resized_crop_boxes", "center_crop_boxes", "ATTEMPTS"]
+__all__ = ["random_resized_crop_boxes", "center_crop_boxes", "snap_to_dct_grid", "ATTEMPTS"]
 
 #: Attempts before falling back to a centre crop, as torchvision does.
 ATTEMPTS = 10
@@ -64,3 +64,25 @@ def center_crop_boxes(heights: np.ndarray, widths: np.ndarray, ratio: float) -> 
     top = np.rint((H - side) / 2).astype(np.int64)
     left = np.rint((W - side) / 2).astype(np.int64)
     return np.stack([top, left, side, side], 1)
+
+
+def snap_to_dct_grid(boxes: np.ndarray, heights: np.ndarray, widths: np.ndarray,
+                     out_h: int, out_w: int) -> np.ndarray:
+    """Grow each box outwards to the pixel grid of the DCT scale it will be decoded at.
+
+    A crop decoded at 1/d can only start and end on multiples of d; snapping the plan
+    makes the decoded region exactly the planned box (boxes decoded at full size are
+    unchanged). See :func:`slipstream.decode.pixels.dct_denominator` for the choice of d.
+    """
+    from .pixels import dct_denominator
+
+    out = boxes.copy()
+    for k, (top, left, h, w) in enumerate(boxes):
+        d = dct_denominator(int(h), int(w), out_h, out_w)
+        if d == 1:
+            continue
+        y0, x0 = top // d * d, left // d * d
+        y1 = min(int(heights[k]), -(-(top + h) // d) * d)
+        x1 = min(int(widths[k]), -(-(left + w) // d) * d)
+        out[k] = (y0, x0, y1 - y0, x1 - x0)
+    return out

@@ -70,7 +70,8 @@ def _pil_rgb(data: np.ndarray) -> np.ndarray:
     with Image.open(io.BytesIO(data.tobytes())) as im:
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(im, dtype=np.float64)
-            peak = 65535.0 if arr.max() > 255 else 255.0
+            # 16-bit modes span 0..65535; mode "I" (32-bit) is often 8- or 16-bit data
+            peak = 65535.0 if im.mode != "I" or arr.max() > 255 else 255.0
             gray = np.clip(np.rint(arr * (255.0 / peak)), 0, 255).astype(np.uint8)
             return np.repeat(gray[..., None], 3, axis=2)
         if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):

@@ -18,11 +18,13 @@ from ..transforms.basic import (
 __all__ = ["supervised_train", "supervised_val"]
 
 
-def _to_output(device: Any, dtype: torch.dtype, normalize: bool) -> list[Any]:
-    """uint8 ``[B, 3, H, W]`` on ``device``, then normalised (or just cast) to ``dtype``."""
-    if normalize:
-        return [Normalize(IMAGENET_MEAN, IMAGENET_STD, device, dtype)]
-    return [ToTorchImage(device, dtype)] if dtype != torch.uint8 else []
+def _to_tensor(device: Any, dtype: torch.dtype, normalize: bool) -> ToTorchImage:
+    """``[B, 3, H, W]`` on ``device``: uint8 when a Normalize follows, else ``dtype``."""
+    return ToTorchImage(device, torch.uint8 if normalize else dtype)
+
+
+def _normalize(device: Any, dtype: torch.dtype, normalize: bool) -> list[Any]:
+    return [Normalize(IMAGENET_MEAN, IMAGENET_STD, device, dtype)] if normalize else []
 
 
 def supervised_train(
@@ -44,9 +46,9 @@ def supervised_train(
     """
     return {"image": [
         DecodeRandomResizedCrop(size, scale=scale, ratio=ratio, seed=seed),
-        ToTorchImage(device),
+        _to_tensor(device, dtype, normalize),
         RandomHorizontalFlip(flip_p, seed=seed),
-        *_to_output(device, dtype, normalize),
+        *_normalize(device, dtype, normalize),
     ]}
 
 
@@ -64,6 +66,6 @@ def supervised_val(
     del seed
     return {"image": [
         DecodeCenterCrop(size, ratio=ratio),
-        ToTorchImage(device),
-        *_to_output(device, dtype, normalize),
+        _to_tensor(device, dtype, normalize),
+        *_normalize(device, dtype, normalize),
     ]}

@@ -1,0 +1,212 @@
+"""Resume: ``state_dict()`` taken anywhere in a run and restored with ``load_state_dict()``
+in a new process (other seed argument, other thread count) yields exactly the batches the
+uninterrupted run yielded next: same samples, same labels, same augmented pixels."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from slipstream import DecodeRandomResizedCrop, SlipstreamDataset, SlipstreamLoader, ToTorchImage
+from slipstream.cache import Cache
+from slipstream.sample_data import make_image_folder
+
+WORKER = Path(__file__).with_name("_resume_worker.py")
+SEED = 99
+CROP = 24
+EPOCHS = 3
+BATCH = 4
+N = 21
+
+# name -> (the saved run's loader arguments, stop point, the resumed run's num_threads).
+# A stop point (e, k) runs e whole epochs, then takes k batches of the next one (k=None:
+# takes none and does not even start it; k="all": takes every batch by next(), without
+# reaching StopIteration).
+SCENARIOS = {
+    "before_any_batch": ({}, (0, None), 1),
+    "epoch_started_batch_0": ({}, (1, 0), 3),
+    "mid_epoch": ({}, (0, 2), 1),
+    "epoch_boundary": ({}, (1, None), 3),
+    "last_batch_taken": ({}, (1, "all"), 1),
+    "mid_last_epoch_drop_last": ({"drop_last": True}, (2, 3), 3),
+    "mid_epoch_rank_1_of_2": ({"rank": 1, "world_size": 2}, (1, 1), 1),
+    "unshuffled_mid_epoch": ({"shuffle": False}, (0, 1), 3),
+}
+
+
+def make_loader(cache: Cache, *, seed: int = SEED, num_threads: int = 2, **kw) -> SlipstreamLoader:
+    return SlipstreamLoader(
+        cache, batch_size=kw.pop("batch_size", BATCH), seed=seed, num_threads=num_threads,
+        progress=False, pipelines={"image": [DecodeRandomResizedCrop(CROP), ToTorchImage()]},
+        **kw,
+    )
+
+
+def record(batch: dict, epoch: int) -> dict:
+    return {"epoch": epoch, "image": batch["image"].clone(), "label": batch["label"].clone(),
+            "path": list(batch["path"])}
+
+
+def run_uninterrupted(cache: Cache, epochs: int, **kw) -> list[tuple[int, int, dict]]:
+    """Every batch of ``epochs`` epochs as ``(epoch, batch index, batch)``."""
+    loader = make_loader(cache, **kw)
+    out = []
+    for epoch in range(epochs):
+        for k, batch in enumerate(loader):
+            out.append((epoch, k, record(batch, epoch)))
+    return out
+
+
+def stop_and_save(cache: Cache, stop: tuple[int, int | str | None], **kw) -> dict:
+    """Run up to ``stop`` and return the loader's state_dict there."""
+    epochs, k = stop
+    loader = make_loader(cache, **kw)
+    for _ in range(epochs):
+        for _batch in loader:
+            pass
+    if k is None:
+        return loader.state_dict()
+    it = iter(loader)
+    try:
+        for _ in range(len(loader) if k == "all" else k):
+            next(it)
+        return loader.state_dict()
+    finally:
+        it.close()  # abandoned mid-epoch, as a crashing job would
+
+
+def remaining(reference: list[tuple[int, int, dict]], stop) -> list[dict]:
+    """What the uninterrupted run yielded after the stop point."""
+    epochs, k = stop
+    if k == "all":
+        epochs, k = epochs + 1, 0
+    return [b for e, i, b in reference if (e, i) >= (epochs, k or 0)]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Cache:
+    root = tmp_path_factory.mktemp("resume")
+    data = make_image_folder(root / "data", num_classes=3, images_per_class=7, size=(48, 64),
+                             seed=21, num_threads=1)
+    built = SlipstreamDataset(data, cache_dir=root / "cache").build_cache(progress=False)
+    assert len(built) == N
+    return built
+
+
+@pytest.fixture(scope="module")
+def resumed(cache: Cache, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """Save every scenario's state here, restore them all in one new process."""
+    tmp = tmp_path_factory.mktemp("resume-jobs")
+    states, jobs = {}, {}
+    for name, (kw, stop, threads) in SCENARIOS.items():
+        state = stop_and_save(cache, stop, **kw)
+        text = json.dumps(state)  # a state_dict is plain JSON
+        assert json.loads(text) == state
+        states[name] = state
+        jobs[name] = {"state": json.loads(text),
+                      "loader": {**kw, "batch_size": BATCH, "seed": SEED + 1,
+                                 "num_threads": threads}}
+    spec = {"cache": str(cache.path), "crop": CROP, "epochs": EPOCHS, "jobs": jobs}
+    (tmp / "jobs.json").write_text(json.dumps(spec))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    proc = subprocess.run([sys.executable, str(WORKER), str(tmp / "jobs.json"),
+                           str(tmp / "out.pt")], env=env, capture_output=True, text=True,
+                          timeout=180)
+    if proc.returncode != 0:
+        pytest.fail(f"the resume process exited with {proc.returncode}\n{proc.stdout[-3000:]}"
+                    f"\n{proc.stderr[-6000:]}")
+    return SimpleNamespace(states=states, batches=torch.load(tmp / "out.pt"))
+
+
+@pytest.fixture(scope="module")
+def references(cache: Cache) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for kw, _, _ in SCENARIOS.values():
+        key = json.dumps(kw, sort_keys=True)
+        if key not in out:
+            out[key] = run_uninterrupted(cache, EPOCHS, **kw)
+    return out
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_resumed_in_a_new_process_yields_the_uninterrupted_remainder(name, resumed, references):
+    kw, stop, _ = SCENARIOS[name]
+    expected = remaining(references[json.dumps(kw, sort_keys=True)], stop)
+    got = resumed.batches[name]
+    assert expected, "the stop point must leave something to resume"
+    assert len(got) == len(expected)
+    for j, (g, e) in enumerate(zip(got, expected, strict=True)):
+        where = f"{name}: remaining batch {j} (epoch {e['epoch']})"
+        assert g["epoch"] == e["epoch"], where
+        assert g["path"] == e["path"], where
+        assert torch.equal(g["label"], e["label"]), where
+        assert g["image"].shape == e["image"].shape, where
+        assert torch.equal(g["image"], e["image"]), where
+
+
+def test_the_references_are_not_trivial(references):
+    """Epochs differ in order and crops, so matching them means the resume was exact."""
+    ref = references[json.dumps({}, sort_keys=True)]
+    by_epoch = [[b for e, _, b in ref if e == epoch] for epoch in range(EPOCHS)]
+    assert by_epoch[0][0]["path"] != by_epoch[1][0]["path"]
+    paths0 = sorted(p for b in by_epoch[0] for p in b["path"])
+    paths1 = sorted(p for b in by_epoch[1] for p in b["path"])
+    assert paths0 == paths1 and len(paths0) == N
+
+
+def test_a_restored_state_reads_back_unchanged(cache):
+    state = stop_and_save(cache, (1, 2))
+    fresh = make_loader(cache, seed=0, num_threads=1)
+    fresh.load_state_dict(json.loads(json.dumps(state)))
+    assert fresh.seed == SEED
+    assert fresh.state_dict() == state
+
+
+@pytest.mark.parametrize("key,change", [
+    ("batch_size", {"batch_size": 5}),
+    ("world_size", {"rank": 0, "world_size": 2}),
+])
+def test_load_state_dict_refuses_a_different_run_shape(cache, key, change):
+    state = stop_and_save(cache, (0, 2))
+    other = make_loader(cache, seed=5, **change)
+    before = other.state_dict()
+    with pytest.raises(ValueError, match=rf"\b{key}\b"):
+        other.load_state_dict(state)
+    assert other.state_dict() == before  # a refused state changes nothing
+
+
+def test_set_epoch_keeps_a_restored_position(tmp_path):
+    """The common loop calls set_epoch(e) at the top of each epoch: after a restore it must
+    continue the interrupted epoch, not replay it."""
+    from slipstream import DecodeCenterCrop, SlipstreamDataset, SlipstreamLoader, ToTorchImage
+    from slipstream.sample_data import make_image_folder
+
+    root = make_image_folder(tmp_path / "d", num_classes=2, images_per_class=5, size=(40, 48))
+    cache = SlipstreamDataset(root, cache_dir=tmp_path / "c").build_cache(progress=False)
+
+    def make():
+        return SlipstreamLoader(cache, batch_size=2, seed=4, num_threads=1, progress=False,
+                                pipelines={"image": [DecodeCenterCrop(8), ToTorchImage()]})
+
+    ref = make()
+    ref.set_epoch(1)
+    expected = [b["path"] for b in ref]
+    first = make()
+    first.set_epoch(1)
+    it = iter(first)
+    taken = [next(it)["path"] for _ in range(2)]
+    state = first.state_dict()
+    del it
+    resumed = make()
+    resumed.load_state_dict(state)
+    resumed.set_epoch(1)
+    assert taken + [b["path"] for b in resumed] == expected
+    resumed.set_epoch(1)  # outside a restore, set_epoch starts the epoch from the top
+    assert [b["path"] for b in resumed] == expected
