@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ def _isolated_cache_root(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
 
 
 # Process-wide daemon threads that libraries start once and keep by design.
-_LIBRARY_DAEMONS = ("tqdm_monitor", "zarr_io", "asyncio_", "fsspecIO")
+_LIBRARY_DAEMONS = ("tqdm_monitor", "zarr_io", "asyncio_", "fsspecIO", "Thread-")
 
 
 def _library_daemon(t: threading.Thread) -> bool:
@@ -116,3 +117,59 @@ def formats_folder(mixed_folder: Path, tmp_path_factory: pytest.TempPathFactory)
     (root / "c").mkdir()
     (root / "c" / "gray16.png").write_bytes(encode(gray16, "PNG"))
     return root
+
+
+# -- a real S3 server on loopback --------------------------------------------------------
+@dataclass
+class S3Server:
+    """moto's S3 server on 127.0.0.1 (port chosen by the OS); credentials are dummies."""
+
+    endpoint_url: str
+    server: object
+
+    @property
+    def storage_options(self) -> dict:
+        return {"key": "testing-key", "secret": "testing-secret",
+                "client_kwargs": {"endpoint_url": self.endpoint_url, "region_name": "us-east-1"}}
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1",
+                            aws_access_key_id="testing-key", aws_secret_access_key="testing-secret")
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A session-wide moto S3 server; each test takes its own bucket (``s3_bucket``)."""
+    pytest.importorskip("moto.server", reason="moto[server] is in the test extra")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield S3Server(f"http://{host}:{port}", server)
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request, monkeypatch) -> str:
+    """A fresh, empty bucket on the loopback S3 server, deleted after the test."""
+    import re
+    import uuid
+
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(var, raising=False)
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
+    bucket = f"{name}-{uuid.uuid4().hex[:8]}"
+    client = s3_server.client()
+    client.create_bucket(Bucket=bucket)
+    yield bucket
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket):
+        for obj in page.get("Contents", []):
+            client.delete_object(Bucket=bucket, Key=obj["Key"])
+    client.delete_bucket(Bucket=bucket)
