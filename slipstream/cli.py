@@ -81,6 +81,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         codecs = ", ".join(f"{k}: {v}" for k, v in im["codecs"].items())
         print(f"  {name:10s} {_human(im['bytes'])}, mean {im['mean_width']:.0f}x"
               f"{im['mean_height']:.0f}, {codecs}")
+    for fmt, f in info["image_formats"].items():
+        print(f"format       {fmt:8s} {_human(f['bytes'])}  ({f['ratio_to_stored']:.2f}x the "
+              f"stored images)")
     print("indexes      " + (", ".join(info["indexes"]) or "(none)"))
     src = info["source"]
     print(f"source       {src.get('source')}: {src.get('url')}")
@@ -136,6 +139,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    from .show import check_pipeline_name, show_pipeline
+
+    check_pipeline_name(args.pipeline)
+    grid = show_pipeline(_open_cache(args.cache, args.cache_dir), args.pipeline, args.out,
+                         batch_size=args.batch, seed=args.seed, size=args.size)
+    print(f"{args.out}  ({args.pipeline}, {grid.width}x{grid.height} px)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slipstream", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -146,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("build", help="build (or find) the cache of a dataset")
     b.add_argument("url", help="dataset path or URL")
-    b.add_argument("--format", default="jpeg", help="image format in the cache (default jpeg)")
+    b.add_argument("--format", default="jpeg", choices=["jpeg", "yuv420"],
+                   help="image format to prepare: jpeg (stored as-is, default) or yuv420 "
+                        "(also derive YUV 4:2:0 planes: several times faster to load)")
     b.add_argument("--source", help="force a source by name (see `slipstream plugins`)")
     b.add_argument("--threads", type=int, default=16, help="parallel reads (default 16)")
     b.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
@@ -181,6 +196,22 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--images", type=int, default=1000, help="sample images (default 1000)")
     d.add_argument("--threads", type=int, default=0, help="decode threads (default: cores)")
     d.set_defaults(func=cmd_demo)
+
+    from .show import PRESET_NAMES
+
+    sh = sub.add_parser("show", help="draw one batch of a pipeline preset as a PNG grid "
+                        "(a row per sample, a column per view)")
+    sh.add_argument("cache", help="cache directory, or a key (prefix) in the cache root")
+    sh.add_argument("--pipeline", required=True, metavar="NAME",
+                    help="preset: " + ", ".join(PRESET_NAMES))
+    sh.add_argument("--out", required=True, help="PNG file to write")
+    sh.add_argument("--batch", type=int, default=4, help="samples, one row each (default 4)")
+    sh.add_argument("--seed", type=int, default=0, help="loader seed (default 0)")
+    sh.add_argument("--size", type=int, default=None, metavar="PX",
+                    help="draw the tallest view PX pixels high, the others scaled alike "
+                    "(default: native size)")
+    add_cache_dir(sh)
+    sh.set_defaults(func=cmd_show)
     return p
 
 

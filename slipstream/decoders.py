@@ -26,6 +26,7 @@ from .cache.layout import Codec
 from .decode.pixels import (
     ThreadState,
     crop_box,
+    crop_resize_into,
     dct_denominator,
     decode_image,
     decode_region,
@@ -117,9 +118,7 @@ class _CropDecoder(ImageDecoder):
 
     def decode_one(self, state: ThreadState, k: int, data: np.ndarray, codec: int,
                    height: int, width: int, plan: Any, slot: Any) -> None:
-        out = slot[1][k]
-        h, w = self.size
-        resize_into(decode_region(state, data, codec, height, width, plan[k], h, w), out)
+        crop_resize_into(state, data, codec, height, width, plan[k], slot[1][k])
 
     def finish(self, slot: Any, plan: Any, n: int) -> Any:
         return slot[0][:n]
@@ -188,6 +187,10 @@ class DecodeMultiRandomResizedCrop(ImageDecoder):
 
     def decode_one(self, state: ThreadState, k: int, data: np.ndarray, codec: int,
                    height: int, width: int, plan: Any, slot: Any) -> None:
+        if codec == Codec.YUV420:  # no decode to share: each view crops the planes
+            for view_plan, view_slot in zip(plan, slot):
+                crop_resize_into(state, data, codec, height, width, view_plan[k], view_slot[1][k])
+            return
         d = 1
         if codec == Codec.JPEG:
             d = min(dct_denominator(int(p[k][2]), int(p[k][3]), *v.size)

@@ -310,8 +310,9 @@ class _EpochIterator:
         self.start = start
         self.cache = loader.cache
         self.pipelines = loader._resolve_pipelines()
-        self.columns: dict[str, ImageColumn] = {p.field: self.cache.column(p.field)
-                                                for p in self.pipelines}
+        self.columns: dict[str, ImageColumn] = {
+            p.field: self.cache.image_column(p.field, loader.image_format)
+            for p in self.pipelines}
         self.views = {name: ImageColumnView(c.heights, c.widths, c.sizes)
                       for name, c in self.columns.items()}
         pin = loader.device is not None and loader.device.type == "cuda"

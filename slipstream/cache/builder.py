@@ -13,11 +13,12 @@ from ..schema import Field
 from ..sources.base import Source
 from ..stores.local import LocalStore
 from .arrays import DEFAULT_HEAP_CHUNK_BYTES
+from .derived import DERIVED_FORMATS, ensure_format
 from .key import content_key
 from .reader import Cache
 from .writer import CacheWriter
 
-__all__ = ["build_cache", "cache_key_for"]
+__all__ = ["build_cache", "cache_key_for", "stored_format"]
 
 
 def _select_fields(source: Source, names: Sequence[str] | None) -> tuple[Field, ...]:
@@ -38,8 +39,15 @@ def cache_key_for(
 ) -> str:
     """The content key the cache of ``source`` has (without building anything)."""
     return content_key(
-        source.name, source.fingerprint(), _select_fields(source, fields), image_format
+        source.name, source.fingerprint(), _select_fields(source, fields),
+        stored_format(image_format),
     )
+
+
+def stored_format(image_format: str) -> str:
+    """The format images are stored in for ``image_format``: derived formats (YUV420) live
+    beside the stored JPEG bytes in the same cache, under the same key."""
+    return "jpeg" if image_format in DERIVED_FORMATS else image_format
 
 
 def build_cache(
@@ -67,14 +75,19 @@ def build_cache(
     if not isinstance(store, LocalStore):
         store = LocalStore(store)
     selected = _select_fields(source, fields)
-    key = content_key(source.name, source.fingerprint(), selected, image_format)
+    base_format = stored_format(image_format)
+    key = content_key(source.name, source.fingerprint(), selected, base_format)
     if store.has(key):
-        return Cache(store.path(key))
-    with store.build_lock(key, timeout=lock_timeout):
-        if store.has(key):  # another process built it while we waited
-            return Cache(store.path(key))
-        return _build(source, store, key, selected, image_format, num_threads, progress,
-                      heap_chunk_bytes)
+        cache = Cache(store.path(key))
+    else:
+        with store.build_lock(key, timeout=lock_timeout):
+            if store.has(key):  # another process built it while we waited
+                cache = Cache(store.path(key))
+            else:
+                cache = _build(source, store, key, selected, base_format, num_threads,
+                               progress, heap_chunk_bytes)
+    ensure_format(cache, image_format, num_threads=num_threads, progress=progress)
+    return cache
 
 
 def _build(source: Source, store: LocalStore, key: str, selected: tuple[Field, ...],

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,18 +9,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._filelock import FileLock
-from ..errors import CacheError
 from ..schema import FieldKind
+from .additions import add_group
 from .arrays import read_array, write_array
-from .layout import (
-    CHECKSUM,
-    INDEXES_GROUP,
-    FileLedger,
-    group_metadata,
-    read_manifest,
-    write_root_metadata,
-)
+from .layout import INDEXES_GROUP, FileLedger, group_metadata
 
 if TYPE_CHECKING:
     from .reader import Cache
@@ -103,48 +93,12 @@ def write_index(cache: Cache, fields: Sequence[str] = ("label",)) -> dict[str, F
 
 
 def _publish_index(cache_dir: Path, index: FieldIndex) -> None:
-    from ..stores.local import build_dir_name
+    def write(ledger: FileLedger, directory: Path) -> None:
+        write_array(ledger, directory / "values", index.values)
+        write_array(ledger, directory / "offsets", index.offsets)
+        write_array(ledger, directory / "samples", index.samples)
+        ledger.write_json(directory / "zarr.json",
+                          group_metadata({"kind": "index", "field": index.field}))
 
-    tmp_root = cache_dir.parent / ".tmp"
-    tmp = tmp_root / build_dir_name(f"{cache_dir.name}-index-{index.field}")
-    tmp.mkdir(parents=True)
-    try:
-        ledger = FileLedger(tmp)
-        write_array(ledger, tmp / "values", index.values)
-        write_array(ledger, tmp / "offsets", index.offsets)
-        write_array(ledger, tmp / "samples", index.samples)
-        ledger.write_json(tmp / "zarr.json", group_metadata({"kind": "index", "field": index.field}))
-        with FileLock(tmp_root / f"{cache_dir.name}.lock"):
-            attrs = read_manifest(cache_dir)
-            if index.field in attrs.get("indexes", ()):
-                return  # another process finished it first
-            group = cache_dir / INDEXES_GROUP
-            new_files: dict[str, dict[str, object]] = {}
-            if not (group / "zarr.json").exists():
-                gl = FileLedger(cache_dir)
-                gl.write_json(group / "zarr.json", group_metadata({"kind": "indexes"}))
-                new_files.update(gl.files)
-            else:
-                new_files[f"{INDEXES_GROUP}/zarr.json"] = attrs["files"].get(
-                    f"{INDEXES_GROUP}/zarr.json", _describe(group / "zarr.json"))
-            target = group / index.field
-            if target.exists():  # left by a writer that died before updating the manifest
-                shutil.rmtree(target)
-            os.rename(tmp, target)
-            prefix = f"{INDEXES_GROUP}/{index.field}/"
-            new_files.update({prefix + k: v for k, v in ledger.files.items()})
-            attrs["files"].update(new_files)
-            attrs["indexes"] = sorted({*attrs.get("indexes", ()), index.field})
-            try:
-                write_root_metadata(cache_dir, attrs)
-            except OSError as exc:
-                raise CacheError(f"could not update {cache_dir / 'zarr.json'}: {exc}") from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _describe(path: Path) -> dict[str, object]:
-    from .verify import file_digest
-
-    size, digest = file_digest(path)
-    return {"size": size, CHECKSUM: digest}
+    add_group(cache_dir, f"{INDEXES_GROUP}/{index.field}", write, list_key="indexes",
+              entry=index.field, parent_attrs={"kind": "indexes"})

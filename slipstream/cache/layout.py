@@ -56,8 +56,9 @@ class Codec:
     JPEG = 0  #: baseline/progressive JPEG, YCbCr or grayscale: libjpeg-turbo decodes to RGB
     ENCODED = 1  #: any other format Pillow reads (PNG, CMYK JPEG, WebP, ...): decode with Pillow
     RAW_RGB = 2  #: height x width x 3 uint8 pixels, row-major
+    YUV420 = 3  #: full-range YCbCr planes Y, Cb, Cr (4:2:0); only in the derived yuv420 heap
 
-    NAMES = {JPEG: "jpeg", ENCODED: "encoded", RAW_RGB: "raw_rgb"}
+    NAMES = {JPEG: "jpeg", ENCODED: "encoded", RAW_RGB: "raw_rgb", YUV420: "yuv420"}
 
 
 def is_complete(path: str | os.PathLike[str]) -> bool:

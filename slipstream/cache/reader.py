@@ -16,7 +16,7 @@ from .layout import Codec, read_manifest
 if TYPE_CHECKING:
     from .index import FieldIndex
 
-__all__ = ["Cache", "ImageColumn", "HeapColumn"]
+__all__ = ["Cache", "ImageColumn", "HeapColumn", "DerivedImageColumn"]
 
 
 class HeapColumn:
@@ -60,6 +60,20 @@ class ImageColumn(HeapColumn):
         self.heights = read_array(field_dir / "heights")
         self.widths = read_array(field_dir / "widths")
         self.codecs = read_array(field_dir / "codecs")
+
+    def value(self, i: int) -> Any:
+        return self.heap.view(i).tobytes()
+
+
+class DerivedImageColumn(HeapColumn):
+    """A derived format of an image field (``FIELD/FORMAT/``): its own heap, the field's
+    heights and widths, and one codec for every image."""
+
+    def __init__(self, field_dir: Path, base: ImageColumn, codec: int) -> None:
+        super().__init__(field_dir, FieldKind.IMAGE)
+        self.heights = base.heights
+        self.widths = base.widths
+        self.codecs = np.full(len(base), codec, np.uint8)
 
     def value(self, i: int) -> Any:
         return self.heap.view(i).tobytes()
@@ -124,6 +138,31 @@ class Cache:
             self._columns[name] = col
         return col
 
+    @property
+    def image_formats(self) -> tuple[str, ...]:
+        """The stored format and every derived one complete for all image fields."""
+        derived = set(self.attrs.get("derived", ()))
+        extra = sorted({e.split("/", 1)[1] for e in derived
+                        if all(f"{f}/{e.split('/', 1)[1]}" in derived for f in self.image_fields)})
+        return (self.image_format, *extra)
+
+    def image_column(self, name: str, image_format: str | None = None) -> Any:
+        """An image field in ``image_format`` (default: as stored)."""
+        if image_format is None or image_format == self.image_format:
+            return self.column(name)
+        key = f"{name}/{image_format}"
+        col = self._columns.get(key)
+        if col is None:
+            if key not in self.attrs.get("derived", ()):
+                raise KeyError(
+                    f"cache {self.key} has no {image_format} images for {name!r} (formats: "
+                    f"{list(self.image_formats)}); derive them with "
+                    f"SlipstreamDataset.build_cache(image_format={image_format!r})")
+            col = DerivedImageColumn(self.path / name / image_format, self.column(name),
+                                     Codec.YUV420)
+            self._columns[key] = col
+        return col
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         """Sample ``index`` as plain values (image bytes, ints, floats, strings)."""
         if not -self.num_samples <= index < self.num_samples:
@@ -170,8 +209,16 @@ class Cache:
                 "mean_height": float(col.heights.mean()) if len(col) else 0.0,
                 "mean_width": float(col.widths.mean()) if len(col) else 0.0,
             }
+        formats = {}
+        for fmt in self.image_formats:
+            size = sum(int(self.image_column(n, fmt).sizes.sum(dtype=np.uint64))
+                       for n in self.image_fields)
+            formats[fmt] = size
+        base = formats.get(self.image_format) or 1
         return {
             "path": str(self.path),
+            "image_formats": {fmt: {"bytes": b, "ratio_to_stored": b / base}
+                              for fmt, b in formats.items()},
             "key": self.key,
             "format_version": self.attrs["format_version"],
             "image_format": self.image_format,

@@ -21,6 +21,7 @@ __all__ = [
     "decode_image",
     "crop_box",
     "decode_region",
+    "crop_resize_into",
     "resize_into",
     "dct_denominator",
 ]
@@ -34,6 +35,14 @@ class ThreadState:
     def __init__(self, fast_dct: bool = False) -> None:
         self.turbo = TurboDecoder(fast_dct=fast_dct)
         self._scratch = np.empty(0, np.uint8)
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A named per-thread ``uint8`` buffer of ``shape``, reused while the shape holds."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != shape:
+            buf = self._buffers[name] = np.empty(shape, np.uint8)
+        return buf
 
     def scratch(self, h: int, w: int) -> np.ndarray:
         n = h * w * 3
@@ -94,6 +103,10 @@ def decode_image(state: ThreadState, data: np.ndarray, codec: int, height: int, 
         return data.reshape(height, width, 3)
     if codec == Codec.ENCODED:
         return _pil_rgb(data)
+    if codec == Codec.YUV420:
+        out = np.empty((height, width, 3), np.uint8)
+        crop_resize_into(state, data, codec, height, width, (0, 0, height, width), out)
+        return out
     raise ValueError(f"unknown image codec {codec}")
 
 
@@ -105,6 +118,18 @@ def crop_box(img: np.ndarray, box: np.ndarray | Sequence[int], denom: int) -> np
     y1 = min(img.shape[0], -(-(top + h) // denom))
     x1 = min(img.shape[1], -(-(left + w) // denom))
     return img[top // denom : y1, left // denom : x1]
+
+
+def crop_resize_into(state: ThreadState, data: np.ndarray, codec: int, height: int,
+                     width: int, box: np.ndarray | Sequence[int], out: np.ndarray) -> None:
+    """The crop ``box`` of a stored image, resized into ``out`` (``uint8 [h, w, 3]``)."""
+    if codec == Codec.YUV420:
+        from .yuv import yuv420_crop_resize_into
+
+        yuv420_crop_resize_into(data, height, width, box, out,
+                                state.buffer("ycc", out.shape))
+        return
+    resize_into(decode_region(state, data, codec, height, width, box, *out.shape[:2]), out)
 
 
 def decode_region(
