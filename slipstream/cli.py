@@ -143,6 +143,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     from .show import check_pipeline_name, show_pipeline
 
     check_pipeline_name(args.pipeline)
+    for opt, value in (("--batch", args.batch), ("--size", args.size)):
+        if value is not None and value <= 0:
+            print(f"slipstream show: error: {opt} must be positive, got {value}",
+                  file=sys.stderr)
+            return 2
     grid = show_pipeline(_open_cache(args.cache, args.cache_dir), args.pipeline, args.out,
                          batch_size=args.batch, seed=args.seed, size=args.size)
     print(f"{args.out}  ({args.pipeline}, {grid.width}x{grid.height} px)")

@@ -79,9 +79,10 @@ def multiview_pipeline(views: dict[str, ViewRecipe], seed: int | None = None,
 
 def simclr(size: int = 224, seed: int | None = None, device: Any = None,
            dtype: torch.dtype = torch.float32, normalize: bool = True) -> dict[str, list[Any]]:
-    """SimCLR: ``view_0``, ``view_1``; crop scale (0.08, 1), flip 0.5, colour jitter
-    (0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale 0.2, Gaussian blur 0.5."""
-    r = ViewRecipe(size, (0.08, 1.0), jitter=(0.4, 0.4, 0.4, 0.1), blur_p=0.5)
+    """SimCLR (ImageNet settings, colour strength 1): ``view_0``, ``view_1``; crop scale
+    (0.08, 1), flip 0.5, colour jitter (0.8, 0.8, 0.8, 0.2) with p 0.8, grayscale 0.2,
+    Gaussian blur 0.5."""
+    r = ViewRecipe(size, (0.08, 1.0), jitter=(0.8, 0.8, 0.8, 0.2), blur_p=0.5)
     return multiview_pipeline({"view_0": r, "view_1": r}, seed, device, dtype, normalize)
 
 

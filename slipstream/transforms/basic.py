@@ -50,6 +50,9 @@ class Normalize(BatchTransform):
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  device: str | torch.device | None = None,
                  dtype: torch.dtype = torch.float32) -> None:
+        if not dtype.is_floating_point:
+            raise ValueError(f"Normalize: dtype must be a floating type (normalised values are "
+                             f"fractions), got {dtype}; use normalize=False for {dtype} output")
         if len(mean) != len(std) or any(s <= 0 for s in std):
             raise ValueError(f"Normalize needs equal-length mean and positive std, got "
                              f"mean={mean}, std={std}")
