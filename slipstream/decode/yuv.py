@@ -14,6 +14,7 @@ import ctypes
 import numpy as np
 
 from .libturbojpeg import library
+from .pixels import antialiased_resize
 
 __all__ = ["yuv420_size", "jpeg_to_yuv420", "rgb_to_yuv420", "yuv420_crop_resize_into",
            "split_planes"]
@@ -100,17 +101,6 @@ def _decode_planes(turbo, data: np.ndarray, planes: list[np.ndarray], strides: l
     turbo._check(rc, "decoding the JPEG to YUV planes")
 
 
-def _interpolation(src_h: int, src_w: int, oh: int, ow: int) -> int:
-    """Pixel-area averaging when shrinking at least 2x both ways, bilinear otherwise.
-
-    Bilinear for mild shrinks (factor < 2) is about 5x faster than OpenCV's area mode
-    at a small cost in aliasing; see docs/yuv420.md for the measured error.
-    """
-    import cv2
-
-    return cv2.INTER_AREA if src_h >= 2 * oh and src_w >= 2 * ow else cv2.INTER_LINEAR
-
-
 def yuv420_crop_resize_into(data: np.ndarray, height: int, width: int, box, out: np.ndarray,
                             scratch: np.ndarray | None = None) -> None:
     """Crop ``box`` (full-resolution coordinates) from packed planes, resize each plane to
@@ -122,8 +112,7 @@ def yuv420_crop_resize_into(data: np.ndarray, height: int, width: int, box, out:
     oh, ow = out.shape[:2]
     ycc = scratch if scratch is not None and scratch.shape == (oh, ow, 3) else np.empty(
         (oh, ow, 3), np.uint8)
-    luma = cv2.resize(y[top : top + bh, left : left + bw], (ow, oh),
-                      interpolation=_interpolation(bh, bw, oh, ow))
+    luma = antialiased_resize(y[top : top + bh, left : left + bw], oh, ow)
     # Chroma sample k sits at luma coordinate 2k + 0.5. Map each output pixel's centre to
     # chroma coordinates exactly (an affine map), so odd sizes and odd offsets stay aligned.
     sx, sy = bw / (2 * ow), bh / (2 * oh)
