@@ -30,6 +30,31 @@ def _library_daemon(t: threading.Thread) -> bool:
     return t.daemon and t.name.startswith(_LIBRARY_DAEMONS)
 
 
+def _open_files() -> set[str]:
+    """Regular files this process holds open (sockets, pipes and the like excluded)."""
+    out = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("/") and not target.startswith(("/dev/", "/proc/")):
+            out.add(f"{fd}:{target}")
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _no_open_file_leaks():
+    """Fail a test that leaves files open (sources, caches and stores must close them)."""
+    before = _open_files()
+    yield
+    import gc
+
+    gc.collect()
+    leaked = sorted(_open_files() - before)
+    assert not leaked, f"test left files open: {leaked}"
+
+
 @pytest.fixture(autouse=True)
 def _no_thread_leaks():
     """Fail a test that leaves threads running (worker pools must shut down)."""

@@ -8,9 +8,11 @@ much faster than going through the Zarr API, and the result opens with
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import mmap
 import os
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +144,39 @@ class HeapWriter:
             self._file = None
 
 
+_libc: Any = None
+
+
+def map_readonly(path: Path) -> np.ndarray:
+    """A read-only ``uint8`` view of a whole file, memory-mapped without keeping a file
+    descriptor open (Python's ``mmap`` keeps one per map, and a large cache has thousands
+    of chunk files). The mapping is released when the last view of it is freed."""
+    global _libc
+    if _libc is None:
+        lib = ctypes.CDLL(None, use_errno=True)
+        lib.mmap.restype = ctypes.c_void_p
+        lib.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                             ctypes.c_int, ctypes.c_long]
+        lib.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        _libc = lib
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return np.empty(0, np.uint8)
+        addr = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            err = ctypes.get_errno()
+            raise OSError(err, f"mmap failed: {os.strerror(err)}", str(path))
+    finally:
+        os.close(fd)
+    buf = (ctypes.c_ubyte * size).from_address(addr)
+    weakref.finalize(buf, _libc.munmap, addr, size)
+    view = np.frombuffer(buf, np.uint8)
+    view.flags.writeable = False
+    return view
+
+
 def _hash_zeros(h: Any, n: int) -> None:
     block = bytes(min(n, 1 << 20))
     while n:
@@ -192,20 +227,16 @@ class ByteHeap:
         self.offsets = offsets
         self.sizes = sizes
         n_chunks = -(-self.length // self.chunk_bytes) if self.length else 0
-        self._maps: list[mmap.mmap] = []
         self._views: list[np.ndarray] = []
         for c in range(n_chunks):
             path = _chunk_path(array_dir, c)
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size < min(self.chunk_bytes, self.length - c * self.chunk_bytes):
-                    raise CacheCorruptError(
-                        f"{path} is {size} bytes, shorter than its chunk: the cache is damaged; "
-                        f"run `slipstream verify` and rebuild it"
-                    )
-                m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            self._maps.append(m)
-            self._views.append(np.frombuffer(m, dtype=np.uint8))
+            view = map_readonly(path)
+            if len(view) < min(self.chunk_bytes, self.length - c * self.chunk_bytes):
+                raise CacheCorruptError(
+                    f"{path} is {len(view)} bytes, shorter than its chunk: the cache is damaged; "
+                    f"run `slipstream verify` and rebuild it"
+                )
+            self._views.append(view)
         end = offsets.astype(np.int64) + sizes
         if len(end) and int(end.max()) > self.length:
             raise CacheCorruptError(f"{array_dir}: offsets point past the heap's end")
@@ -233,10 +264,5 @@ class ByteHeap:
         return [self.view(int(i)) for i in indices]
 
     def close(self) -> None:
+        """Drop the maps; each is unmapped once no view handed out refers to it."""
         self._views.clear()
-        for m in self._maps:
-            try:
-                m.close()
-            except BufferError:
-                pass  # a view handed out is still alive; the map closes when it is freed
-        self._maps.clear()

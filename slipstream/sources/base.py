@@ -121,6 +121,12 @@ class Source(abc.ABC):
     def close(self) -> None:
         """Release open files and connections. Idempotent."""
 
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
     def __enter__(self) -> Source:
         return self
 
