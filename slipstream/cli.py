@@ -201,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--images", type=int, default=1000, help="sample images (default 1000)")
     d.add_argument("--threads", type=int, default=0, help="decode threads (default: cores)")
     d.set_defaults(func=cmd_demo)
+    from ._cli_remote import add_remote_commands  # push, pull, sync, ls-remote
+    add_remote_commands(sub)
 
     from .show import PRESET_NAMES
 

@@ -20,6 +20,8 @@ from .decode.pixels import thread_state
 from .decoders import DecodeCenterCrop, ImageColumnView, ImageDecoder
 from .errors import SampleError
 from .schema import FieldKind
+from .stores.remote import RemoteStore
+from .stores.sync import SyncReport, ensure_cache, remote_store_for, sync_remote_cache
 from .transforms.base import BatchContext
 from .transforms.basic import ToTorchImage
 
@@ -91,8 +93,13 @@ class SlipstreamLoader:
     """Iterate over a dataset in batches, as fast as the machine allows.
 
     The first iteration (or first access to :attr:`cache`) finds the dataset's cache or
-    builds it, with a progress bar; every epoch reads it memory-mapped. Each batch is a
-    dict: each pipeline's output under its name (a pipeline that ends in a dict
+    builds it, with a progress bar; every epoch reads it memory-mapped. With
+    ``remote_cache="s3://bucket/prefix/"`` (plus ``remote_cache_endpoint_url`` for Wasabi
+    or MinIO, and ``remote_cache_storage_options`` for s3fs), a cache the team already
+    pushed is pulled instead of built, and one built here is pushed;
+    :meth:`sync_remote_cache` shares indexes added later (``docs/sharing.md``).
+
+    Each batch is a dict: each pipeline's output under its name (a pipeline that ends in a dict
     contributes its keys), numeric fields as tensors (``label`` is ``int64``), and
     string fields as lists.
 
@@ -131,6 +138,9 @@ class SlipstreamLoader:
         distributed: bool | None = None,
         rank: int | None = None,
         world_size: int | None = None,
+        remote_cache: str | RemoteStore | None = None,
+        remote_cache_endpoint_url: str | None = None,
+        remote_cache_storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -150,6 +160,9 @@ class SlipstreamLoader:
         self.progress = progress
         self._pipelines_arg = pipelines
         self._cache: Cache | None = dataset if isinstance(dataset, Cache) else None
+        #: where the team's caches are shared (None: build locally); see docs/sharing.md
+        self.remote_cache: RemoteStore | None = remote_store_for(
+            remote_cache, remote_cache_endpoint_url, remote_cache_storage_options)
         self._epoch = 0
         self._start_batch = 0  # where the next iteration starts (a resumed run)
         self._active: tuple[int, int] | None = None  # (epoch, batches yielded) in progress
@@ -164,8 +177,17 @@ class SlipstreamLoader:
         """The dataset's cache, found or built on first use."""
         if self._cache is None:
             assert isinstance(self.dataset, SlipstreamDataset)
-            self._cache = self.dataset.build_cache(self.image_format, progress=self.progress)
+            self._cache = ensure_cache(self.dataset, self.image_format, self.remote_cache,
+                                       progress=self.progress)
         return self._cache
+
+    def sync_remote_cache(self) -> SyncReport:
+        """Push what the remote copy of the cache lacks (indexes added with
+        ``write_index``), pull the indexes others added, and merge the manifests.
+        Returns what moved."""
+        if self.remote_cache is None:
+            raise ValueError("sync_remote_cache() needs a loader made with remote_cache=URL")
+        return sync_remote_cache(self.cache, self.remote_cache, progress=self.progress)
 
     def _resolve_pipelines(self) -> list[_ImagePipeline]:
         if self._image_pipelines is not None:

@@ -8,6 +8,7 @@ from typing import Any
 from ..errors import SourceDetectionError, SourceNotFoundError
 from ..location import Location
 from ..plugins import get_plugin_host
+from ._remote import access_error
 from .base import Detection, Source
 
 __all__ = ["open_source", "detect_source"]
@@ -56,7 +57,14 @@ def open_source(
                 f"{', '.join(registry) or '(none)'}. `slipstream plugins` lists what is loaded"
             )
         return cls(location, **options)
-    if not location.fs.exists(location.path):
+    try:
+        exists = location.fs.exists(location.path)
+    except Exception as exc:  # missing credentials, access denied: say so, naming the URL
+        mapped = access_error(exc, location.describe(), "the dataset")
+        if mapped is None:
+            raise
+        raise mapped from exc
+    if not exists:
         raise SourceNotFoundError(
             f"{location.describe()}: no such file or directory. Check the path (and, for "
             f"remote URLs, the bucket name and credentials in storage_options)"

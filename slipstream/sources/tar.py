@@ -2,8 +2,10 @@
 
 Nothing is extracted to disk: members are read from the archive into the cache. An
 uncompressed archive is read at random (in parallel, by byte range); a compressed one
-is listed in one streaming pass and read in a second. Members that could escape an
-extraction target (absolute paths, ``..``, links, devices) make the archive refused.
+is listed in one streaming pass and read in a second; for a remote compressed archive
+each pass shows a progress bar in bytes of the archive (``progress=False`` hides it).
+Members that could escape an extraction target (absolute paths, ``..``, links, devices)
+make the archive refused.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from .._progress import progress_bar
 from ..errors import SampleError, SourceNotFoundError, UnsafeArchiveError
 from ..hookspecs import hookimpl
 from ..location import Location
@@ -71,6 +74,29 @@ def _is_compressed(path: str) -> bool:
     return not path.lower().endswith(".tar")
 
 
+class _CountingReader:
+    """A binary file that reports every read to a progress bar."""
+
+    def __init__(self, raw: BinaryIO, bar: Any) -> None:
+        self._raw = raw
+        self._bar = bar
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self._bar.update(len(data))
+        return data
+
+    def close(self) -> None:
+        self._bar.close()
+        self._raw.close()
+
+    def __enter__(self) -> _CountingReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class TarSource(Source):
     """A tar archive holding an ImageFolder (``[ROOT/]CLASS/IMAGE``), local or at any URL."""
 
@@ -83,8 +109,9 @@ class TarSource(Source):
         Field("path", FieldKind.STR),
     )
 
-    def __init__(self, location: Location, **options: Any) -> None:
+    def __init__(self, location: Location, *, progress: bool = True, **options: Any) -> None:
         super().__init__(location, **options)
+        self._progress = progress
         try:
             self._info = location.fs.info(location.path)
         except FileNotFoundError as exc:
@@ -103,8 +130,15 @@ class TarSource(Source):
         return Detection.yes("a tar archive by its suffix")
 
     # -- listing (lazy: a cache hit never reads the archive) -------------------------------
-    def _open(self) -> BinaryIO:
-        return self.location.fs.open(self.location.path, "rb")  # type: ignore[no-any-return]
+    def _open(self, purpose: str | None = None) -> Any:
+        """The archive, opened for reading; ``purpose`` names a full pass over a remote
+        compressed archive, which then shows a progress bar."""
+        raw = self.location.fs.open(self.location.path, "rb")
+        if purpose is None or self.location.is_local or not _is_compressed(self.location.path):
+            return raw
+        bar = progress_bar(self._info.get("size"), f"{purpose} {self.location.basename}",
+                           unit="B", unit_scale=True, enabled=self._progress)
+        return _CountingReader(raw, bar)
 
     def _ensure_listed(self) -> FolderLayout:
         with self._lock:
@@ -117,7 +151,7 @@ class TarSource(Source):
         archive = self.location.describe()
         members: dict[str, _Member] = {}
         try:
-            with self._open() as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
+            with self._open("listing") as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
                 for m in tf:
                     check_member_safe(archive, m)
                     if m.isfile() and is_image_name(m.name):
@@ -207,7 +241,7 @@ class TarSource(Source):
         assert self._members is not None
         wanted = set(range(len(layout)) if indices is None else indices)
         index_of = {m.name: i for i, m in enumerate(self._members) if i in wanted}
-        with self._open() as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
+        with self._open("reading") as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
             for info in tf:
                 i = index_of.get(info.name)
                 if i is None:

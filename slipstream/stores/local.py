@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import stat
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,11 @@ class LocalStore(CacheStore):
 
     Builds go into ``ROOT/.tmp/KEY.PID.RANDOM/`` and are published with one
     :func:`os.rename`, so a cache directory under ``ROOT`` is always complete.
+
+    A root with the setgid bit (``chmod 2775 ROOT``) is *group-shared*: what slipstream
+    creates there (build directories, published caches, lock files) is made usable by the
+    group whatever the creator's umask: directories ``rwxrws`` + setgid, files ``rw-rw``,
+    and for others whatever the umask allows (``2775``/``664`` under umask 022).
     """
 
     protocols = ("file", "local")
@@ -59,16 +65,68 @@ class LocalStore(CacheStore):
 
     def new_build_dir(self, key: str) -> Path:
         """A fresh private directory to build ``key`` in (on the same filesystem as ROOT)."""
-        self.tmp_root.mkdir(parents=True, exist_ok=True)
+        self._make_tmp_root()
         self.clean_stale_builds()
         d = self.tmp_root / build_dir_name(key)
         d.mkdir()
+        self.share(d)
         return d
 
     def build_lock(self, key: str, timeout: float | None = None) -> FileLock:
         """The lock a builder of ``key`` holds: other processes (on any host sharing the
-        directory) wait for it, then find the finished cache."""
-        return FileLock(self.tmp_root / f"{key}.build-lock", timeout=timeout)
+        directory) wait for it, then find the finished cache. Pulls of ``key`` from a
+        remote store take the same lock."""
+        path = self.tmp_root / f"{key}.build-lock"
+        self._make_lock_file(path)
+        return FileLock(path, timeout=timeout)
+
+    def lock_path(self, key: str) -> Path:
+        """The lock file that serialises changes to published cache ``key`` (indexes)."""
+        return self.tmp_root / f"{key}.lock"
+
+    # -- group-shared roots ------------------------------------------------------------------
+    @property
+    def group_shared(self) -> bool:
+        """Whether ROOT has the setgid bit: a directory shared by a group."""
+        try:
+            return bool(self.root.stat().st_mode & stat.S_ISGID)
+        except OSError:
+            return False
+
+    def share(self, path: Path) -> None:
+        """Give ``path`` (and everything below it) group read/write if ROOT is group-shared.
+
+        Entries owned by someone else are left as they are (only an owner may chmod).
+        """
+        if not self.group_shared:
+            return
+        dir_mode, file_mode = _shared_modes()
+        for p in [path, *(path.rglob("*") if path.is_dir() else ())]:
+            try:
+                st = p.lstat()
+                if stat.S_ISLNK(st.st_mode):
+                    continue
+                mode = dir_mode if stat.S_ISDIR(st.st_mode) else file_mode
+                if stat.S_IMODE(st.st_mode) != mode:
+                    os.chmod(p, mode)
+            except (PermissionError, FileNotFoundError):
+                continue
+
+    def _make_tmp_root(self) -> None:
+        if not self.tmp_root.is_dir():
+            self.tmp_root.mkdir(parents=True, exist_ok=True)
+            self.share(self.tmp_root)
+
+    def _make_lock_file(self, path: Path) -> None:
+        """Create a lock file up front, group-writable in a shared root, so that every
+        member of the group can open (and so take) it."""
+        self._make_tmp_root()
+        if self.group_shared and not path.exists():
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            except FileExistsError:
+                return
+            self.share(path)
 
     def publish(self, build_dir: Path, key: str) -> Path:
         """Move a finished build into place atomically; if another process won, keep theirs.
@@ -77,6 +135,8 @@ class LocalStore(CacheStore):
         aside first, so it can never block the key.
         """
         final = self.path(key)
+        self.share(build_dir)
+        self._make_lock_file(self.lock_path(key))
         for _attempt in range(3):
             try:
                 os.rename(build_dir, final)
@@ -111,6 +171,28 @@ class LocalStore(CacheStore):
                     d.unlink(missing_ok=True)
                 removed.append(d)
         return removed
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting, and put it back at once
+    os.umask(mask)
+    return mask
+
+
+def _shared_modes() -> tuple[int, int]:
+    """(directory mode, file mode) in a group-shared root: the group always gets
+    read/write (and setgid on directories, so new entries keep the group); others get
+    what the umask allows."""
+    mask = _umask() & 0o007  # the umask decides only what others get
+    return (0o2770 | (0o007 & ~mask)), (0o660 | (0o006 & ~mask))
 
 
 def build_dir_name(stem: str) -> str:

@@ -1,0 +1,418 @@
+"""LitData: a directory written by ``litdata.optimize`` (``index.json`` + ``chunk-*.bin``).
+
+The format is read directly through fsspec, without litdata's runtime reader:
+
+- ``index.json`` lists the chunks in sample order (``filename``, ``chunk_size`` items,
+  ``chunk_bytes``) and the ``config``: ``data_format`` (the serializer of each leaf of
+  an item) and ``data_spec`` (the torch pytree spec of an item: which leaf is which key).
+- A chunk is ``uint32 num_items``, ``uint32 offsets[num_items + 1]`` (absolute byte
+  positions of each item in the chunk), then the items.
+- An item is ``uint32 sizes[num_leaves]`` followed by each leaf's bytes, in pytree
+  leaf order.
+
+Leaves become fields named by their key path (``label``, ``meta.id``; list and tuple
+positions are numbers; an item that is a single leaf is the field ``item``):
+
+======================== ============ =================================================
+litdata leaf format      field kind   value
+======================== ============ =================================================
+``pil``                  IMAGE        an RGB PIL image as :class:`RawImage`; other modes
+                                      as lossless PNG bytes (``RGB`` conversion at decode)
+``jpeg``, ``image:EXT``  IMAGE        the encoded bytes as stored
+``bytes``                IMAGE/BYTES  IMAGE when the first sample's bytes are an encoded
+                                      image (JPEG, PNG, ...), else BYTES; force with
+                                      ``image_fields=[...]``
+``int``, ``bool``        INT          ``int``
+``float``                FLOAT        ``float``
+``str``, ``text``        STR          ``str``
+anything else            BYTES        the serialized bytes, as litdata stored them
+======================== ============ =================================================
+
+Compressed or encrypted datasets and non-pytree item loaders are refused with an error
+that says so. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import io
+import json
+import struct
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import SampleError, SourceDetectionError, SourceNotFoundError
+from ..hookspecs import hookimpl
+from ..location import Location
+from ..schema import Field, FieldKind, RawImage, Sample, SampleValue
+from ._fsinfo import version_tag
+from ._remote import RangeReader, access_error, access_errors, iter_blocks
+from .base import Detection, Source
+
+__all__ = ["LitDataSource", "looks_like_image"]
+
+INDEX_NAME = "index.json"
+
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM",
+                b"II*\x00", b"MM\x00*")
+_IMAGE_FORMATS = ("pil", "jpeg")
+_PNG_MODES = frozenset({"1", "L", "LA", "I;16", "RGBA"})
+
+
+def looks_like_image(data: bytes) -> bool:
+    """True when ``data`` starts like an encoded image file Pillow reads."""
+    head = bytes(data[:12])
+    return head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
+def _leaf_kind(fmt: str) -> FieldKind:
+    base = fmt.split(":", 1)[0]
+    if base in _IMAGE_FORMATS or base == "image":
+        return FieldKind.IMAGE
+    if base in ("int", "bool"):
+        return FieldKind.INT
+    if base == "float":
+        return FieldKind.FLOAT
+    if base in ("str", "text"):
+        return FieldKind.STR
+    return FieldKind.BYTES
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    filename: str
+    num_items: int
+    num_bytes: int | None
+
+
+def _leaf_names(spec: Any, prefix: str, where: str) -> list[str]:
+    """Field names of the leaves of a torch pytree spec (``treespec_dumps`` JSON)."""
+    kind = spec.get("type")
+    children = spec.get("children_spec") or []
+    if kind is None:
+        return [prefix or "item"]
+    if kind in ("builtins.dict", "collections.OrderedDict"):
+        keys = json.loads(spec.get("context") or "[]")
+        if len(keys) != len(children):
+            raise SourceDetectionError(f"{where}: data_spec dict has {len(keys)} keys but "
+                                       f"{len(children)} children; index.json is corrupt")
+        names = [str(k) for k in keys]
+    elif kind in ("builtins.list", "builtins.tuple"):
+        names = [str(i) for i in range(len(children))]
+    else:
+        raise SourceDetectionError(
+            f"{where}: items are {kind!r} containers, which slipstream does not read; "
+            f"re-optimize with items that are dicts, lists or tuples of leaves"
+        )
+    out: list[str] = []
+    for name, child in zip(names, children, strict=True):
+        out.extend(_leaf_names(child, f"{prefix}.{name}" if prefix else name, where))
+    return out
+
+
+class LitDataSource(Source):
+    """A LitData dataset (``litdata.optimize`` output) in a local directory or at any URL.
+
+    Options: ``image_fields`` names the ``bytes`` leaves that hold encoded images
+    (default: sniffed from the first sample).
+    """
+
+    name = "litdata"
+    priority = 40
+
+    def __init__(self, location: Location, *, image_fields: Sequence[str] | None = None,
+                 **options: Any) -> None:
+        super().__init__(location, **options)
+        self._where = location.describe()
+        self._ranges = RangeReader(location)
+        self._index_bytes = self._read_index()
+        config, self._chunks = self._parse_index(self._index_bytes)
+        self._formats: list[str] = list(config["data_format"])
+        self._names = _leaf_names(self._parse_spec(config), "", self._where)
+        if len(self._names) != len(self._formats):
+            raise SourceDetectionError(
+                f"{self._where}: index.json's data_spec has {len(self._names)} leaves but its "
+                f"data_format lists {len(self._formats)}; the index is corrupt"
+            )
+        self._starts = np.cumsum([0] + [c.num_items for c in self._chunks]).tolist()
+        self._files = self._list_chunk_files()
+        self._offsets: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self._fields = self._make_fields(image_fields)
+
+    # -- opening --------------------------------------------------------------------------
+    @classmethod
+    def detect(cls, location: Location) -> Detection:
+        fs, path = location.fs, location.path
+        if not fs.isdir(path):
+            return Detection.no("not a directory")
+        if not fs.isfile(location.child(INDEX_NAME)):
+            return Detection.no(f"no {INDEX_NAME}")
+        return Detection.yes(f"a directory with a LitData {INDEX_NAME}")
+
+    def _read_index(self) -> bytes:
+        path = self.location.child(INDEX_NAME)
+        try:
+            return bytes(self.location.fs.cat_file(path))
+        except FileNotFoundError as exc:
+            raise SourceNotFoundError(
+                f"{self._where}: no {INDEX_NAME} ({exc}); a LitData dataset is the directory "
+                f"litdata.optimize(output_dir=...) wrote. Check the path (and the bucket name)"
+            ) from exc
+        except Exception as exc:
+            mapped = access_error(exc, self._where, INDEX_NAME)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    def _parse_index(self, raw: bytes) -> tuple[dict[str, Any], list[_Chunk]]:
+        where = f"{self._where}/{INDEX_NAME}"
+        try:
+            index = json.loads(raw)
+            config = index["config"]
+            chunks = [_Chunk(str(c["filename"]), int(c["chunk_size"]),
+                             int(c["chunk_bytes"]) if c.get("chunk_bytes") is not None else None)
+                      for c in index["chunks"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SourceDetectionError(
+                f"{where}: not a LitData index ({type(exc).__name__}: {exc}); expected the JSON "
+                f"litdata.optimize writes, with 'chunks' and 'config'"
+            ) from exc
+        loader = config.get("item_loader") or "PyTreeLoader"
+        if loader != "PyTreeLoader":
+            raise SourceDetectionError(f"{where}: written with item_loader={loader!r}; slipstream "
+                                       f"reads the default PyTreeLoader layout only")
+        for key in ("compression", "encryption"):
+            if config.get(key):
+                raise SourceDetectionError(
+                    f"{where}: the chunks use {key}={config[key]!r}, which slipstream does not "
+                    f"read; re-optimize without {key}"
+                )
+        if not chunks or sum(c.num_items for c in chunks) == 0 or not config.get("data_format"):
+            raise SampleError(f"{self._where} holds no samples: {INDEX_NAME} lists no items. "
+                              f"Check that litdata.optimize finished writing", path=self._where)
+        return config, chunks
+
+    def _parse_spec(self, config: dict[str, Any]) -> dict[str, Any]:
+        try:
+            spec = json.loads(config["data_spec"])
+            if not (isinstance(spec, list) and len(spec) == 2 and isinstance(spec[1], dict)):
+                raise ValueError(f"unexpected shape {str(spec)[:80]}")
+            return spec[1]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SourceDetectionError(
+                f"{self._where}/{INDEX_NAME}: unreadable data_spec ({exc})") from exc
+
+    def _list_chunk_files(self) -> dict[str, dict[str, Any]]:
+        with access_errors(self._where, "the dataset directory"):
+            entries = self.location.fs.ls(self.location.path, detail=True)
+        by_name = {e["name"].rstrip("/").rsplit("/", 1)[-1]: e for e in entries}
+        missing = [c.filename for c in self._chunks if c.filename not in by_name]
+        if missing:
+            raise SourceNotFoundError(
+                f"{self._where}: {INDEX_NAME} lists chunks that are not there: "
+                f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; the dataset is "
+                f"incomplete (an interrupted upload or optimize?)"
+            )
+        return {c.filename: by_name[c.filename] for c in self._chunks}
+
+    def _make_fields(self, image_fields: Sequence[str] | None) -> tuple[Field, ...]:
+        kinds = [_leaf_kind(f) for f in self._formats]
+        is_bytes = [f.split(":", 1)[0] == "bytes" for f in self._formats]
+        if image_fields is not None:
+            wanted = set(image_fields)
+            unknown = wanted - {n for n, b in zip(self._names, is_bytes, strict=True) if b}
+            if unknown:
+                raise ValueError(
+                    f"image_fields={sorted(unknown)}: {self._where} has no such 'bytes' leaves; "
+                    f"its leaves are {dict(zip(self._names, self._formats, strict=True))}"
+                )
+            kinds = [FieldKind.IMAGE if n in wanted else k
+                     for n, k in zip(self._names, kinds, strict=True)]
+        elif any(is_bytes):
+            first = self._leaves(0)
+            kinds = [
+                FieldKind.IMAGE if b and looks_like_image(first[j]) else k
+                for j, (k, b) in enumerate(zip(kinds, is_bytes, strict=True))
+            ]
+        try:
+            return tuple(Field(n, k) for n, k in zip(self._names, kinds, strict=True))
+        except ValueError as exc:
+            raise SourceDetectionError(f"{self._where}: {exc}") from exc
+
+    # -- Source API -----------------------------------------------------------------------
+    @property
+    def fields(self) -> tuple[Field, ...]:
+        return self._fields
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def fingerprint(self) -> Any:
+        return {
+            "index_sha256": hashlib.sha256(self._index_bytes).hexdigest(),
+            "chunks": [[c.filename, self._files[c.filename].get("size"),
+                        version_tag(self._files[c.filename])] for c in self._chunks],
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "chunks": len(self._chunks),
+                "leaf_formats": dict(zip(self._names, self._formats, strict=True))}
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        n = len(self)
+        if not 0 <= index < n:
+            raise IndexError(f"sample {index} out of range for {self._where} ({n} samples)")
+        c = bisect.bisect_right(self._starts, index) - 1
+        return c, index - self._starts[c]
+
+    def sample_name(self, index: int) -> str:
+        c, k = self._locate(index)
+        return f"{self._where}/{self._chunks[c].filename}[{k}]"
+
+    def read(self, index: int) -> Sample:
+        return self._decode(self._leaves(index), index)
+
+    def _leaves(self, index: int) -> list[bytes]:
+        c, k = self._locate(index)
+        offsets = self._chunk_offsets(c)
+        start, end = int(offsets[k]), int(offsets[k + 1])
+        item = self._ranges.read(self._chunk_path(c), start, end, name=self.sample_name(index))
+        return self._split_item(item, index)
+
+    def _chunk_path(self, c: int) -> str:
+        return self.location.child(self._chunks[c].filename)
+
+    def _chunk_offsets(self, c: int, data: bytes | None = None) -> np.ndarray:
+        with self._lock:
+            cached = self._offsets.get(c)
+        if cached is not None:
+            return cached
+        chunk = self._chunks[c]
+        name = f"{self._where}/{chunk.filename}"
+        header_len = 4 + 4 * (chunk.num_items + 1)
+        head = (data[:header_len] if data is not None
+                else self._ranges.read(self._chunk_path(c), 0, header_len, name=name))
+        if len(head) < header_len:
+            raise SampleError(f"{name}: shorter than its header; the chunk is truncated", path=name)
+        (count,) = struct.unpack_from("<I", head, 0)
+        offsets = np.frombuffer(head, "<u4", chunk.num_items + 1, 4).astype(np.int64)
+        size = self._files[chunk.filename].get("size")
+        if count != chunk.num_items:
+            raise SampleError(f"{name}: holds {count} items but {INDEX_NAME} says "
+                              f"{chunk.num_items}; not a chunk of this dataset", path=name)
+        if offsets[0] != header_len or np.any(np.diff(offsets) < 0) or (
+                size is not None and offsets[-1] > size):
+            raise SampleError(f"{name}: its item offsets are inconsistent (a truncated or "
+                              f"foreign chunk file)", path=name)
+        if offsets[-1] == offsets[0]:
+            raise SampleError(f"{name}: items are stored in an Arrow footer (a text-only "
+                              f"dataset), which slipstream does not read", path=name)
+        with self._lock:
+            self._offsets[c] = offsets
+        return offsets
+
+    def _split_item(self, item: bytes, index: int) -> list[bytes]:
+        n = len(self._formats)
+        if len(item) < 4 * n:
+            raise SampleError(f"{self.sample_name(index)}: item shorter than its header",
+                              index=index, path=self.sample_name(index))
+        sizes = struct.unpack_from(f"<{n}I", item, 0)
+        pos, leaves = 4 * n, []
+        for size in sizes:
+            leaves.append(item[pos:pos + size])
+            pos += size
+        if pos != len(item):
+            raise SampleError(
+                f"{self.sample_name(index)}: leaf sizes add up to {pos} bytes, the item has "
+                f"{len(item)}; the chunk is corrupt", index=index, path=self.sample_name(index))
+        return leaves
+
+    def _decode(self, leaves: list[bytes], index: int) -> Sample:
+        out: Sample = {}
+        for field, fmt, data in zip(self._fields, self._formats, leaves, strict=True):
+            try:
+                out[field.name] = _leaf_value(field.kind, fmt, data)
+            except (struct.error, ValueError, UnicodeDecodeError) as exc:
+                name = self.sample_name(index)
+                raise SampleError(f"{name}: field {field.name!r} ({fmt}) is unreadable ({exc})",
+                                  index=index, path=name) from exc
+        return out
+
+    # -- streaming: one whole-chunk read per chunk when remote -----------------------------
+    def iter_samples(
+        self, indices: Iterable[int] | None = None, *, num_threads: int = 8
+    ) -> Iterator[tuple[int, Sample]]:
+        if self.location.is_local:
+            yield from super().iter_samples(indices, num_threads=num_threads)
+            return
+        wanted = range(len(self)) if indices is None else list(indices)
+        by_chunk: dict[int, list[int]] = {}
+        for i in wanted:
+            by_chunk.setdefault(self._locate(i)[0], []).append(i)
+        tasks = [self._chunk_task(c, idx) for c, idx in sorted(by_chunk.items())]
+        yield from iter_blocks(tasks, min(num_threads, 4))
+
+    def _chunk_task(self, c: int, indices: list[int]) -> Callable[[], list[tuple[int, Sample]]]:
+        def run() -> list[tuple[int, Sample]]:
+            chunk = self._chunks[c]
+            if 2 * len(indices) < chunk.num_items:  # a few items: ranged reads
+                return [(i, self.read(i)) for i in indices]
+            data = self._ranges.read_all(self._chunk_path(c),
+                                         name=f"{self._where}/{chunk.filename}")
+            offsets = self._chunk_offsets(c, data)
+            out = []
+            for i in indices:
+                k = i - self._starts[c]
+                start, end = int(offsets[k]), int(offsets[k + 1])
+                if end > len(data):
+                    raise SampleError(f"{self.sample_name(i)}: the chunk file is truncated",
+                                      index=i, path=self.sample_name(i))
+                out.append((i, self._decode(self._split_item(data[start:end], i), i)))
+            return out
+        return run
+
+    def close(self) -> None:
+        self._ranges.close()
+
+
+def _leaf_value(kind: FieldKind, fmt: str, data: bytes) -> SampleValue:
+    base = fmt.split(":", 1)[0]
+    if base == "pil":
+        return _pil_value(data)
+    if kind is FieldKind.INT:
+        return int(data[0] != 0) if base == "bool" else int(struct.unpack("<q", data)[0])
+    if kind is FieldKind.FLOAT:
+        return float(struct.unpack("<d", data)[0])
+    if kind is FieldKind.STR:
+        return data.decode("utf-8")
+    return bytes(data)
+
+
+def _pil_value(data: bytes) -> bytes | RawImage:
+    """litdata's PIL layout: ``uint32 width, height, len(mode)``, mode, ``Image.tobytes()``."""
+    width, height, mode_len = struct.unpack_from("<3I", data, 0)
+    mode = data[12:12 + mode_len].decode("ascii")
+    raw = data[12 + mode_len:]
+    if mode == "RGB":
+        if len(raw) != width * height * 3:
+            raise ValueError(f"{width}x{height} RGB image with {len(raw)} bytes of pixels")
+        return RawImage(np.frombuffer(raw, np.uint8).reshape(height, width, 3))
+    from PIL import Image
+
+    image = Image.frombytes(mode, (width, height), raw)
+    if mode in _PNG_MODES:  # kept exact; decoded to RGB like any PNG
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return buf.getvalue()
+    return RawImage(np.asarray(image.convert("RGB")))
+
+
+@hookimpl
+def slipstream_sources() -> Sequence[type[Source]]:
+    return [LitDataSource]

@@ -1,0 +1,107 @@
+"""Fetching a committed remote cache into a local store: every file verified, then one rename."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..cache import layout
+from ..cache.verify import file_digest
+from ..errors import CacheCorruptError, CacheNotFoundError
+from ._transfer import DEFAULT_THREADS, SyncReport, check_manifest_paths, run_parallel
+from .local import LocalStore
+from .remote import RemoteStore, parse_marker
+
+__all__ = ["pull_cache", "fetch_verified"]
+
+
+def pull_cache(
+    remote: RemoteStore,
+    key: str,
+    store: LocalStore,
+    *,
+    threads: int = DEFAULT_THREADS,
+    progress: bool = True,
+    lock_timeout: float | None = None,
+) -> SyncReport:
+    """Copy committed cache ``key`` from ``remote`` into ``store``, unless it is there.
+
+    Takes the store's build lock for ``key``, so processes sharing the directory pull
+    (or build) a cache once: the others wait, then find it. Files are fetched in
+    parallel into a private directory under ``ROOT/.tmp``, each checked against the
+    remote manifest's size and SHA-256, and the directory is published with one atomic
+    rename. A failure (or a kill) at any point publishes nothing; the next pull starts
+    over and removes what a killed one left.
+    """
+    report = SyncReport(key, remote.describe_url())
+    if store.has(key):
+        return report
+    with store.build_lock(key, timeout=lock_timeout):
+        if store.has(key):  # another process pulled or built it while we waited
+            return report
+        marker = remote.read_marker(key)
+        attrs = parse_marker(marker)
+        if marker is None or attrs is None:
+            raise CacheNotFoundError(
+                f"{remote.object_url(key)} holds no committed cache (no root zarr.json with a "
+                f"manifest): it was never pushed, or its push has not finished"
+            )
+        files = attrs["files"]
+        where = remote.object_url(key, layout.MANIFEST_NAME)
+        if attrs.get("key") != key:
+            raise CacheCorruptError(f"{where} describes cache {attrs.get('key')!r}, not {key}: "
+                                    f"it was copied to the wrong place; refusing to use it")
+        check_manifest_paths(files, where)
+        build_dir = store.new_build_dir(key)
+        try:
+            # The directory is private until the rename, so the root metadata may go first:
+            # the reader's own checks (format version) run before anything is downloaded.
+            (build_dir / layout.MANIFEST_NAME).write_bytes(marker)
+            layout.read_manifest(build_dir)
+            fetch_verified(remote, key, files, build_dir, threads=threads, progress=progress,
+                           desc=f"pulling cache {key[:12]}")
+            store.publish(build_dir, key)
+        except BaseException:
+            shutil.rmtree(build_dir, ignore_errors=True)
+            raise
+    report.pulled = sorted(files)
+    report.pulled_bytes = sum(int(e["size"]) for e in files.values())
+    return report
+
+
+def fetch_verified(
+    remote: RemoteStore,
+    key: str,
+    files: Mapping[str, Any],
+    dest_root: Path,
+    *,
+    threads: int,
+    progress: bool,
+    desc: str,
+) -> None:
+    """Download ``files`` (manifest entries) of cache ``key`` below ``dest_root``, checking
+    each one's size and SHA-256. A mismatch is fetched once more (a damaged transfer),
+    then reported as :class:`CacheCorruptError` naming the object."""
+
+    def fetch(rel: str) -> None:
+        entry = files[rel]
+        dest = dest_root / rel
+        for _ in range(2):
+            remote.get_file(key, rel, dest)
+            size, digest = file_digest(dest)
+            if size == entry["size"] and digest == entry[layout.CHECKSUM]:
+                return
+        dest.unlink(missing_ok=True)
+        raise CacheCorruptError(
+            f"{remote.object_url(key, rel)} is corrupt: it is {size} bytes with sha256 {digest}, "
+            f"but the manifest {remote.object_url(key, layout.MANIFEST_NAME)} says "
+            f"{entry['size']} bytes with sha256 {entry[layout.CHECKSUM]}. It was not used and "
+            f"nothing was published locally. Replace the remote copy from a good one with "
+            f"`slipstream push --repair KEY --remote URL`, or delete {remote.object_url(key)} "
+            f"so that the next run builds and pushes it again"
+        )
+
+    run_parallel(((rel, int(e["size"])) for rel, e in files.items()), fetch, threads=threads,
+                 desc=desc, progress=progress)

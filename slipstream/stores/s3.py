@@ -1,0 +1,121 @@
+"""Caches in S3 and S3-compatible object stores (Wasabi, MinIO, SeaweedFS, Ceph), via s3fs.
+
+Registered through the ``slipstream`` entry-point group like any third-party store::
+
+    [project.entry-points.slipstream]
+    s3-store = "slipstream.stores.s3"
+
+s3fs is imported only when a store is opened; without it the error names the extra to
+install (``pip install 'slipstream[s3]'``).
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..hookspecs import hookimpl
+from ..location import Location
+from ._retry import RetryPolicy
+from .base import CacheStore
+from .remote import RemoteStore
+
+__all__ = ["S3Store", "DEFAULT_CONFIG"]
+
+#: botocore settings slipstream uses unless ``storage_options["config_kwargs"]`` says
+#: otherwise: botocore's "standard" retry mode (HTTP 500/502/503/504, throttling,
+#: connection errors and timeouts, with jittered exponential backoff), 3 attempts per
+#: request, and bounded connect/read timeouts so a vanished server fails a transfer
+#: instead of hanging it.
+DEFAULT_CONFIG: dict[str, Any] = {
+    "retries": {"mode": "standard", "total_max_attempts": 3},
+    "connect_timeout": 5,
+    "read_timeout": 60,
+}
+
+
+class S3Store(RemoteStore):
+    """Caches under an ``s3://bucket/prefix/`` URL.
+
+    ``endpoint_url`` points at an S3-compatible service (``https://s3.wasabisys.com``,
+    ``http://minio:9000``); ``storage_options`` go to :class:`s3fs.S3FileSystem`
+    (``key``/``secret``/``token``, ``profile``, ``client_kwargs``, ``config_kwargs``).
+    Credentials are never shown by :meth:`describe` or in error messages. Listings are
+    never cached (``use_listings_cache=False``): other users change the store.
+    """
+
+    protocols = ("s3", "s3a")
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        *,
+        endpoint_url: str | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> RemoteStore:
+        options = dict(storage_options or {})
+        if endpoint_url is not None:
+            options["endpoint_url"] = endpoint_url
+        config = {**DEFAULT_CONFIG, **dict(options.get("config_kwargs") or {})}
+        options["config_kwargs"] = config
+        options.setdefault("use_listings_cache", False)
+        return cls(Location.parse(url, options), retry=retry)
+
+    def describe_url(self) -> str:
+        base = super().describe_url()
+        endpoint = self._endpoint()
+        return f"{base} at {self.scrub(endpoint)}" if endpoint else base
+
+    def _endpoint(self) -> str | None:
+        opts = self.location.storage_options
+        client = opts.get("client_kwargs") or {}
+        endpoint = opts.get("endpoint_url") or client.get("endpoint_url")
+        return str(endpoint) if endpoint else None
+
+    def object_metadata(self, key: str, rel: str) -> dict[str, str] | None:
+        try:
+            meta = self._call(f"reading metadata of {self.object_url(key, rel)}",
+                              self.fs.metadata, self.object_path(key, rel))
+        except FileNotFoundError:
+            return None
+        return {str(k).lower(): str(v) for k, v in (meta or {}).items()}
+
+    def _write(self, path: str, src: Path | bytes, create_only: bool,
+               kwargs: Mapping[str, Any]) -> None:
+        mode = "create" if create_only else "overwrite"  # If-None-Match: *
+        try:
+            if isinstance(src, bytes):
+                self.fs.pipe_file(path, src, mode=mode, **kwargs)
+            else:
+                self.fs.put_file(str(src), path, mode=mode, **kwargs)
+        except OSError as exc:
+            if create_only and _precondition_failed(exc):
+                raise FileExistsError(errno.EEXIST, "object exists", path) from None
+            raise
+
+    def _put_kwargs(self, metadata: Mapping[str, str]) -> dict[str, Any]:
+        return {"Metadata": dict(metadata)}
+
+    def _marker_kwargs(self) -> dict[str, Any]:
+        return {"ContentType": "application/json"}
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    """Whether an s3fs error is HTTP 412 (an object is where a create-only write went)."""
+    if isinstance(exc, FileExistsError):
+        return True
+    cause = exc.__cause__
+    response = getattr(cause, "response", None)
+    if isinstance(response, dict):
+        return (response.get("Error", {}).get("Code") == "PreconditionFailed"
+                or response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412)
+    return False
+
+
+@hookimpl
+def slipstream_stores() -> Sequence[type[CacheStore]]:
+    return [S3Store]
