@@ -49,7 +49,8 @@ def bench(session: nox.Session) -> None:
     """Every benchmark in benchmarks/, one after the other (never concurrently).
 
     Writes ``.bench/bench_loader.json``, ``.bench/bench_build.json``,
-    ``.bench/bench_pull.json`` and the chart
+    ``.bench/bench_pull.json``, ``.bench/bench_yuv.json``, ``.bench/bench_presets.json``
+    and the chart
     ``docs/benchmarks.png``. ``nox -s bench -- --quick`` runs a small smoke version;
     other arguments go to ``bench_loader.py``.
     """
@@ -64,6 +65,11 @@ def bench(session: nox.Session) -> None:
     pull_args = ["--images", "40", "--repeat", "1"] if quick else []
     session.run(PY, "benchmarks/bench_pull.py", "--json", ".bench/bench_pull.json",
                 *pull_args, external=True)
+    small = ["--images", "400", "--epochs", "1"] if quick else []
+    session.run(PY, "benchmarks/bench_yuv.py", "--json", ".bench/bench_yuv.json", *small,
+                external=True)
+    session.run(PY, "benchmarks/bench_presets.py", "--json", ".bench/bench_presets.json",
+                *(["--images", "400", "--measure", "256"] if quick else []), external=True)
 
 
 @nox.session(venv_backend="none")
@@ -81,7 +87,9 @@ def _cuda_available() -> bool:
 
 @nox.session(venv_backend="none")
 def gpu(session: nox.Session) -> None:
-    """The GPU tests (``pytest -m gpu``) and the loader benchmark with a transfer to CUDA.
+    """The GPU tests (``pytest -m gpu``), the loader benchmark with a transfer to CUDA and
+    the presets' throughput with their augmentations on the GPU. (On a lent machine with
+    no network, ``scripts/gpu_check.sh`` runs the same checks with the machine's torch.)
 
     Where torch sees no CUDA device, says so and succeeds without running anything.
     """
@@ -92,3 +100,5 @@ def gpu(session: nox.Session) -> None:
     session.run("bash", "scripts/test.sh", "-m", "gpu", *session.posargs, external=True)
     session.run(PY, "benchmarks/bench_loader.py", "--device", "cuda", "--quick",
                 "--json", ".bench/bench_loader_cuda.json", external=True)
+    session.run(PY, "benchmarks/bench_presets.py", "--device", "cuda", "--batch-size", "256",
+                "--json", ".bench/bench_presets_cuda.json", external=True)
