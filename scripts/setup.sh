@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 
 extras=("$@")
 apt_packages=()
-if ! ldconfig -p 2>/dev/null | grep -q 'libturbojpeg\.so'; then
+# (no grep -q: with pipefail, grep quitting early would fail ldconfig with SIGPIPE)
+if ! ldconfig -p 2>/dev/null | grep 'libturbojpeg\.so' >/dev/null; then
   apt_packages+=(libturbojpeg0)
 fi
 if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
