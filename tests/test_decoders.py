@@ -386,12 +386,20 @@ def test_resize_crop_box_matches_torchvision_geometry():
 
 def test_center_crop_plan_is_the_centred_square():
     """For sizes where no DCT alignment can apply (crop below twice the output), the
-    plan is exactly ``center_crop_boxes``."""
+    plan is ``center_crop_boxes`` grown to even coordinates (the 4:2:0 chroma grid): at
+    most one pixel on each side, and never outside the image."""
     H = np.array([100, 120, 150, 333, 97])
     W = np.array([100, 160, 120, 250, 301])
     dec = DecodeCenterCrop(224)
     plan = dec.plan(BatchContext(0, 0, np.arange(5)), ImageColumnView(H, W, H * 0))
-    assert np.array_equal(plan, center_crop_boxes(H, W, 224 / 256))
+    exact = center_crop_boxes(H, W, 224 / 256)
+    top, left, h, w = plan.T
+    assert ((top % 2 == 0) & (left % 2 == 0)).all()
+    assert (top <= exact[:, 0]).all() and (exact[:, 0] - top <= 1).all()
+    assert (left <= exact[:, 1]).all() and (exact[:, 1] - left <= 1).all()
+    assert ((top + h) >= exact[:, 0] + exact[:, 2]).all() and ((top + h) <= H).all()
+    assert ((left + w) >= exact[:, 1] + exact[:, 3]).all() and ((left + w) <= W).all()
+    assert ((h - exact[:, 2]) <= 2).all() and ((w - exact[:, 3]) <= 2).all()
 
 
 def test_resize_crop_matches_pillow_resize_then_center_crop(aligned_cache):

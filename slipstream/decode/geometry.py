@@ -68,19 +68,19 @@ def center_crop_boxes(heights: np.ndarray, widths: np.ndarray, ratio: float) -> 
 
 def snap_to_dct_grid(boxes: np.ndarray, heights: np.ndarray, widths: np.ndarray,
                      out_h: int, out_w: int) -> np.ndarray:
-    """Grow each box outwards to the pixel grid of the DCT scale it will be decoded at.
+    """Grow each box outwards to the pixel grid it will be read on.
 
     A crop decoded at 1/d can only start and end on multiples of d; snapping the plan
-    makes the decoded region exactly the planned box (boxes decoded at full size are
-    unchanged). See :func:`slipstream.decode.pixels.dct_denominator` for the choice of d.
+    makes the decoded region exactly the planned box. Boxes decoded at full size snap to
+    even coordinates, which aligns them with 4:2:0 chroma samples, so YUV420 crops need
+    no sub-pixel resampling (a box grows by at most one pixel on each side). See
+    :func:`slipstream.decode.pixels.dct_denominator` for the choice of d.
     """
     from .pixels import dct_denominator
 
     out = boxes.copy()
     for k, (top, left, h, w) in enumerate(boxes):
-        d = dct_denominator(int(h), int(w), out_h, out_w)
-        if d == 1:
-            continue
+        d = max(2, dct_denominator(int(h), int(w), out_h, out_w))
         y0, x0 = top // d * d, left // d * d
         y1 = min(int(heights[k]), -(-(top + h) // d) * d)
         x1 = min(int(widths[k]), -(-(left + w) // d) * d)

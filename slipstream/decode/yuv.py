@@ -113,13 +113,22 @@ def yuv420_crop_resize_into(data: np.ndarray, height: int, width: int, box, out:
     ycc = scratch if scratch is not None and scratch.shape == (oh, ow, 3) else np.empty(
         (oh, ow, 3), np.uint8)
     luma = antialiased_resize(y[top : top + bh, left : left + bw], oh, ow)
-    # Chroma sample k sits at luma coordinate 2k + 0.5. Map each output pixel's centre to
-    # chroma coordinates exactly (an affine map), so odd sizes and odd offsets stay aligned.
-    sx, sy = bw / (2 * ow), bh / (2 * oh)
-    to_chroma = np.array([[sx, 0.0, (left + 0.5 * bw / ow) / 2 - 0.5],
-                          [0.0, sy, (top + 0.5 * bh / oh) / 2 - 0.5]])
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    cr_out = cv2.warpAffine(cr, to_chroma, (ow, oh), flags=flags, borderMode=cv2.BORDER_REPLICATE)
-    cb_out = cv2.warpAffine(cb, to_chroma, (ow, oh), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    if top % 2 == 0 and left % 2 == 0 and bh % 2 == 0 and bw % 2 == 0:
+        # the box is on the chroma grid (crop plans snap to it): a plain resize of the
+        # chroma region maps every output pixel to exactly the right chroma position
+        region = (slice(top // 2, (top + bh) // 2), slice(left // 2, (left + bw) // 2))
+        cr_out = antialiased_resize(cr[region], oh, ow)
+        cb_out = antialiased_resize(cb[region], oh, ow)
+    else:
+        # chroma sample k sits at luma coordinate 2k + 0.5: map each output pixel's centre
+        # to chroma coordinates with an exact affine map (odd sizes and offsets)
+        sx, sy = bw / (2 * ow), bh / (2 * oh)
+        to_chroma = np.array([[sx, 0.0, (left + 0.5 * bw / ow) / 2 - 0.5],
+                              [0.0, sy, (top + 0.5 * bh / oh) / 2 - 0.5]])
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        cr_out = cv2.warpAffine(cr, to_chroma, (ow, oh), flags=flags,
+                                borderMode=cv2.BORDER_REPLICATE)
+        cb_out = cv2.warpAffine(cb, to_chroma, (ow, oh), flags=flags,
+                                borderMode=cv2.BORDER_REPLICATE)
     cv2.merge([luma, cr_out, cb_out], dst=ycc)
     cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB, dst=out)
