@@ -31,6 +31,11 @@ def turbojpeg_instance():  # -> turbojpeg.TurboJPEG
     return tj
 
 
+#: Images larger than this are refused at build time (Pillow's decompression-bomb error
+#: threshold): decoding one would need gigabytes of memory in a decode thread.
+MAX_PIXELS = 178_956_970
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     codec: int
@@ -58,8 +63,17 @@ def probe_image(value: bytes | RawImage | memoryview, name: str) -> ImageInfo:
             pass  # libjpeg-turbo can't parse the header: let Pillow judge it below
         else:
             if colorspace not in (_TJCS_CMYK, _TJCS_YCCK) and width > 0 and height > 0:
-                return ImageInfo(Codec.JPEG, int(height), int(width))
-    return _probe_with_pillow(data, name)
+                return _checked(ImageInfo(Codec.JPEG, int(height), int(width)), name)
+    return _checked(_probe_with_pillow(data, name), name)
+
+
+def _checked(info: ImageInfo, name: str) -> ImageInfo:
+    if info.height * info.width > MAX_PIXELS:
+        raise SampleError(
+            f"{name}: the image claims {info.width}x{info.height} pixels, more than the "
+            f"{MAX_PIXELS:,} slipstream decodes (a corrupt header or a decompression bomb); "
+            f"remove or shrink it", path=name)
+    return info
 
 
 def _probe_with_pillow(data: bytes, name: str) -> ImageInfo:
