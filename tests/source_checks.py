@@ -4,7 +4,8 @@
 decode exactly as Pillow decodes it, raw pixels must come back unchanged.
 ``center_crops`` runs ``DecodeCenterCrop(size) + ToTorchImage`` and ``center_crop_reference``
 computes the same crop with Pillow: the centred square of side ``ratio * min(h, w)``
-(``slipstream.decode.geometry.center_crop_boxes``), resized bilinearly. The sizes used
+(``slipstream.decode.geometry.center_crop_boxes``, snapped to even coordinates as the
+decoder plans it), resized bilinearly. The sizes used
 here only enlarge, where OpenCV's and Pillow's bilinear filters differ by fixed-point
 rounding alone: tolerance ``ENLARGE_MAX`` levels (``tests/test_decoders.py`` documents it).
 """
@@ -20,7 +21,7 @@ import torch
 from PIL import Image
 
 from slipstream import DecodeCenterCrop, DecodeOnly, SlipstreamLoader, ToTorchImage
-from slipstream.decode.geometry import center_crop_boxes
+from slipstream.decode.geometry import center_crop_boxes, snap_to_dct_grid
 
 ENLARGE_MAX = 2
 
@@ -62,8 +63,10 @@ def decoded_full(dataset: Any, image_fields: Sequence[str], batch_size: int = 4
 
 def center_crop_reference(pixels: np.ndarray, size: int, ratio: float) -> np.ndarray:
     h, w = pixels.shape[:2]
-    top, left, ch, cw = (int(v) for v in center_crop_boxes(np.array([h]), np.array([w]),
-                                                            ratio)[0])
+    # the decoder's own plan: the centred square, grown to even coordinates (chroma grid)
+    box = snap_to_dct_grid(center_crop_boxes(np.array([h]), np.array([w]), ratio),
+                           np.array([h]), np.array([w]), size, size)[0]
+    top, left, ch, cw = (int(v) for v in box)
     crop = Image.fromarray(pixels).crop((left, top, left + cw, top + ch))
     return np.asarray(crop.resize((size, size), Image.BILINEAR))
 
