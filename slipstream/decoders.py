@@ -99,8 +99,9 @@ class ImageDecoder(abc.ABC):
 class _CropDecoder(ImageDecoder):
     """Decoders writing fixed-size ``[B, H, W, 3] uint8`` batches of crops."""
 
-    def __init__(self, size: int | Sequence[int]) -> None:
+    def __init__(self, size: int | Sequence[int], fast: bool = False) -> None:
         self.size = _pair(size, type(self).__name__)
+        self.fast = fast
 
     def allocate(self, batch_size: int, column: ImageColumnView, pin_memory: bool) -> Any:
         h, w = self.size
@@ -118,7 +119,7 @@ class _CropDecoder(ImageDecoder):
 
     def decode_one(self, state: ThreadState, k: int, data: np.ndarray, codec: int,
                    height: int, width: int, plan: Any, slot: Any) -> None:
-        crop_resize_into(state, data, codec, height, width, plan[k], slot[1][k])
+        crop_resize_into(state, data, codec, height, width, plan[k], slot[1][k], self.fast)
 
     def finish(self, slot: Any, plan: Any, n: int) -> Any:
         return slot[0][:n]
@@ -127,12 +128,17 @@ class _CropDecoder(ImageDecoder):
 class DecodeRandomResizedCrop(_CropDecoder):
     """A random crop of ``scale`` × the area and aspect ratio within ``ratio`` (torchvision's
     ``RandomResizedCrop`` parameters), resized to ``size``. Draws are keyed by ``seed`` if
-    given, else by the loader's seed."""
+    given, else by the loader's seed.
+
+    ``fast=True`` decodes with libjpeg-turbo's integer IDCT and plain chroma replication:
+    ~7% faster, at the cost of blockier colour edges (up to tens of levels at sharp
+    colour boundaries, ~1 level on average); the default is the accurate decode."""
 
     def __init__(self, size: int | Sequence[int] = 224,
                  scale: Sequence[float] = (0.08, 1.0),
-                 ratio: Sequence[float] = (3 / 4, 4 / 3), seed: int | None = None) -> None:
-        super().__init__(size)
+                 ratio: Sequence[float] = (3 / 4, 4 / 3), seed: int | None = None,
+                 fast: bool = False) -> None:
+        super().__init__(size, fast)
         self.seed = seed
         if not (0 < scale[0] <= scale[1] <= 1.0):
             raise ValueError(f"DecodeRandomResizedCrop: scale must satisfy 0 < lo <= hi <= 1, "
@@ -155,7 +161,7 @@ class DecodeMultiRandomResizedCrop(ImageDecoder):
     ``scale``/``ratio`` applies to all views) and its own random stream, keyed by the
     view number. The output is a dict ``{name: [B, h, w, 3] uint8}``, names
     ``view_0, view_1, ...`` unless given. The image is decoded once, at the DCT scale
-    the most demanding view allows.
+    the most demanding view allows; ``fast`` as in :class:`DecodeRandomResizedCrop`.
     """
 
     def __init__(
@@ -165,8 +171,10 @@ class DecodeMultiRandomResizedCrop(ImageDecoder):
         ratios: Sequence[float] | Sequence[Sequence[float]] = (3 / 4, 4 / 3),
         names: Sequence[str] | None = None,
         seed: int | None = None,
+        fast: bool = False,
     ) -> None:
         n = len(sizes)
+        self.fast = fast
         if n == 0:
             raise ValueError("DecodeMultiRandomResizedCrop needs at least one view size")
         self.views = [
@@ -195,7 +203,7 @@ class DecodeMultiRandomResizedCrop(ImageDecoder):
         if codec == Codec.JPEG:
             d = min(dct_denominator(int(p[k][2]), int(p[k][3]), *v.size)
                     for v, p in zip(self.views, plan))
-        img = decode_image(state, data, codec, height, width, d)
+        img = decode_image(state, data, codec, height, width, d, self.fast)
         for view_plan, view_slot in zip(plan, slot):
             resize_into(crop_box(img, view_plan[k], d), view_slot[1][k])
 
@@ -217,10 +225,12 @@ class DecodeCenterCrop(_CropDecoder):
     """The centred square of side ``ratio × shorter side``, resized to ``size``.
 
     The default ``ratio = 224/256`` is torchvision's ``Resize(256)`` + ``CenterCrop(224)``.
+    Decoding is accurate unless ``fast=True`` (see :class:`DecodeRandomResizedCrop`).
     """
 
-    def __init__(self, size: int | Sequence[int] = 224, ratio: float = 224 / 256) -> None:
-        super().__init__(size)
+    def __init__(self, size: int | Sequence[int] = 224, ratio: float = 224 / 256,
+                 fast: bool = False) -> None:
+        super().__init__(size, fast)
         if not 0 < ratio <= 1:
             raise ValueError(f"DecodeCenterCrop: ratio must be in (0, 1], got {ratio}")
         self.ratio = float(ratio)

@@ -662,3 +662,24 @@ def test_center_crop_boxes_are_centred(ratio):
     if ratio == 1.0:
         square = H == W
         assert (boxes[square] == np.stack([0 * H, 0 * W, H, W], 1)[square]).all()
+
+
+def test_fast_decode_is_close_to_the_accurate_one():
+    """``fast=True`` (integer IDCT, chroma replication): same crops, ~1 level on average."""
+    import io as _io
+
+    from PIL import Image as _Image
+
+    from slipstream.decode.pixels import ThreadState, crop_resize_into
+    from slipstream.sample_data import natural_image as _natural
+
+    rgb = _natural(np.random.default_rng(4), 240, 320)
+    buf = _io.BytesIO()
+    _Image.fromarray(rgb).save(buf, "JPEG", quality=90)
+    data = np.frombuffer(buf.getvalue(), np.uint8)
+    state = ThreadState()
+    accurate, fast = np.empty((2, 96, 96, 3), np.uint8)
+    crop_resize_into(state, data, 0, 240, 320, (20, 30, 180, 200), accurate)
+    crop_resize_into(state, data, 0, 240, 320, (20, 30, 180, 200), fast, fast=True)
+    err = np.abs(accurate.astype(int) - fast.astype(int))
+    assert 0 < err.mean() <= 2.0

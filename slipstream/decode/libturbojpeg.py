@@ -22,7 +22,11 @@ from .turbo import _INSTALL_HINT, TURBOJPEG_LIB_ENV
 __all__ = ["JpegHeader", "TurboDecoder", "JpegDecodeError", "scaled_size", "library"]
 
 TJPF_RGB = 0
+TJFLAG_FASTUPSAMPLE = 256
 TJFLAG_FASTDCT = 2048
+#: The "fast" decode: integer IDCT and plain chroma replication, ~7% faster than the
+#: accurate defaults (measured on 500x375 JPEGs); colour edges get blockier.
+FAST_FLAGS = TJFLAG_FASTDCT | TJFLAG_FASTUPSAMPLE
 TJERR_WARNING = 0
 
 _CANDIDATES = (
@@ -136,16 +140,17 @@ class TurboDecoder:
         self._check(rc, "reading the JPEG header")
         return JpegHeader(self._w.value, self._h.value, self._ss.value, self._cs.value)
 
-    def decode_rgb(self, data: np.ndarray, out: np.ndarray) -> None:
+    def decode_rgb(self, data: np.ndarray, out: np.ndarray, fast: bool = False) -> None:
         """Decode into ``out`` (``uint8``, shape ``(h, w, 3)``, rows may be padded): the
-        image is DCT-scaled to ``out``'s size, which must be a scaled size of the image."""
+        image is DCT-scaled to ``out``'s size, which must be a scaled size of the image.
+        ``fast`` trades about a level of accuracy for ~7% speed (:data:`FAST_FLAGS`)."""
         h, w = out.shape[:2]
         pitch = out.strides[0]
         if out.strides[1] != 3 or out.strides[2] != 1:
             raise ValueError("decode_rgb needs pixel-contiguous rows")
         rc = self._lib.tjDecompress2(
             self._handle, data.ctypes.data, data.nbytes, out.ctypes.data, w, pitch, h,
-            TJPF_RGB, self.flags,
+            TJPF_RGB, self.flags | (FAST_FLAGS if fast else 0),
         )
         self._check(rc, "decoding the JPEG")
 

@@ -94,12 +94,12 @@ def _pil_rgb(data: np.ndarray) -> np.ndarray:
 
 
 def decode_image(state: ThreadState, data: np.ndarray, codec: int, height: int, width: int,
-                 denom: int = 1) -> np.ndarray:
+                 denom: int = 1, fast: bool = False) -> np.ndarray:
     """The whole image as RGB, DCT-downscaled by ``1/denom`` when it is a JPEG (other codecs
     ignore ``denom``). A view into scratch memory: use it before the next call."""
     if codec == Codec.JPEG:
         img = state.scratch(scaled_size(height, denom), scaled_size(width, denom))
-        state.turbo.decode_rgb(data, img)
+        state.turbo.decode_rgb(data, img, fast)
         return img
     if codec == Codec.RAW_RGB:
         return data.reshape(height, width, 3)
@@ -123,7 +123,8 @@ def crop_box(img: np.ndarray, box: np.ndarray | Sequence[int], denom: int) -> np
 
 
 def crop_resize_into(state: ThreadState, data: np.ndarray, codec: int, height: int,
-                     width: int, box: np.ndarray | Sequence[int], out: np.ndarray) -> None:
+                     width: int, box: np.ndarray | Sequence[int], out: np.ndarray,
+                     fast: bool = False) -> None:
     """The crop ``box`` of a stored image, resized into ``out`` (``uint8 [h, w, 3]``)."""
     if codec == Codec.YUV420:
         from .yuv import yuv420_crop_resize_into
@@ -131,7 +132,8 @@ def crop_resize_into(state: ThreadState, data: np.ndarray, codec: int, height: i
         yuv420_crop_resize_into(data, height, width, box, out,
                                 state.buffer("ycc", out.shape))
         return
-    resize_into(decode_region(state, data, codec, height, width, box, *out.shape[:2]), out)
+    resize_into(decode_region(state, data, codec, height, width, box, *out.shape[:2], fast=fast),
+                out)
 
 
 def decode_region(
@@ -143,6 +145,7 @@ def decode_region(
     box: np.ndarray | Sequence[int] | None,
     out_h: int | None = None,
     out_w: int | None = None,
+    fast: bool = False,
 ) -> np.ndarray:
     """The RGB pixels of ``box`` (or the whole image), possibly DCT-downscaled so that the
     region is still at least ``out_h x out_w``. A view into scratch memory: use it
@@ -152,7 +155,7 @@ def decode_region(
     d = 1
     if codec == Codec.JPEG and out_h and out_w:
         d = dct_denominator(int(box[2]), int(box[3]), out_h, out_w)
-    return crop_box(decode_image(state, data, codec, height, width, d), box, d)
+    return crop_box(decode_image(state, data, codec, height, width, d, fast), box, d)
 
 
 def antialiased_resize(src: np.ndarray, out_h: int, out_w: int,
