@@ -161,3 +161,14 @@ def test_default_cache_dir_from_environment(image_folder, tmp_path, monkeypatch)
     monkeypatch.delenv("SLIPSTREAM_CACHE_DIR")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert SlipstreamDataset(image_folder).cache_dir == tmp_path / "home" / ".slipstream"
+
+
+def test_size_excludes_the_sparse_padding_of_the_last_chunk(image_folder, cache_root):
+    source = open_source(str(image_folder))
+    cache = build_cache(source, cache_root, progress=False, heap_chunk_bytes=300_000)
+    col = cache.column("image")
+    files = cache.manifest["files"]
+    listed = sum(int(f["size"]) for f in files.values())
+    assert col.heap.length > col.heap.chunk_bytes  # several chunks, the last one padded
+    padding = -(-col.heap.length // col.heap.chunk_bytes) * col.heap.chunk_bytes - col.heap.length
+    assert padding > 0 and cache.size_bytes() == listed - padding
