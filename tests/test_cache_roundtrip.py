@@ -165,7 +165,7 @@ def test_default_cache_dir_from_environment(image_folder, tmp_path, monkeypatch)
 
 def test_size_excludes_the_sparse_padding_of_the_last_chunk(image_folder, cache_root):
     source = open_source(str(image_folder))
-    cache = build_cache(source, cache_root, progress=False, heap_chunk_bytes=300_000)
+    cache = build_cache(source, cache_root, progress=False, heap_chunk_bytes=40_000)
     col = cache.column("image")
     files = cache.manifest["files"]
     listed = sum(int(f["size"]) for f in files.values())
