@@ -66,7 +66,13 @@ class RemoteStore(CacheStore):
         options = dict(storage_options or {})
         if endpoint_url is not None:
             options["endpoint_url"] = endpoint_url
-        return cls(Location.parse(url, options), retry=retry)
+        return cls(Location.parse(url, cls.client_options(options)), retry=retry)
+
+    @classmethod
+    def client_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """The fsspec options to open the store with: the user's, plus a subclass's
+        defaults for its filesystem."""
+        return options
 
     # -- naming ----------------------------------------------------------------------------
     def object_path(self, key: str, rel: str = "") -> str:

@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from ..hookspecs import hookimpl
-from ..location import Location
-from ._retry import RetryPolicy
 from .base import CacheStore
 from .remote import RemoteStore
 
@@ -49,21 +47,10 @@ class S3Store(RemoteStore):
     protocols = ("s3", "s3a")
 
     @classmethod
-    def open(
-        cls,
-        url: str,
-        *,
-        endpoint_url: str | None = None,
-        storage_options: Mapping[str, Any] | None = None,
-        retry: RetryPolicy | None = None,
-    ) -> RemoteStore:
-        options = dict(storage_options or {})
-        if endpoint_url is not None:
-            options["endpoint_url"] = endpoint_url
-        config = {**DEFAULT_CONFIG, **dict(options.get("config_kwargs") or {})}
-        options["config_kwargs"] = config
+    def client_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        options["config_kwargs"] = {**DEFAULT_CONFIG, **dict(options.get("config_kwargs") or {})}
         options.setdefault("use_listings_cache", False)
-        return cls(Location.parse(url, options), retry=retry)
+        return options
 
     def describe_url(self) -> str:
         base = super().describe_url()
