@@ -23,9 +23,8 @@ from .errors import (
     SourceNotFoundError,
     UnsafeArchiveError,
 )
-from .schema import Field, FieldKind, RawImage
 from .loader import SlipstreamLoader
-from .transforms.multiview import MultiCropPipeline, NamedCopies
+from .schema import Field, FieldKind, RawImage
 from .sources import Source
 from .transforms import (
     IMAGENET_MEAN,
@@ -34,6 +33,7 @@ from .transforms import (
     RandomHorizontalFlip,
     ToTorchImage,
 )
+from .transforms.multiview import MultiCropPipeline, NamedCopies
 
 __version__ = "0.1.0"
 

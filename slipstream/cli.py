@@ -33,7 +33,7 @@ def _open_cache(spec: str, cache_dir: str | None):  # -> Cache
     if path.is_dir():
         return Cache(path)
     store = LocalStore(Path(cache_dir) if cache_dir else default_cache_dir())
-    matches = [k for k in store.keys() if k.startswith(spec)]
+    matches = [k for k in store.keys() if k.startswith(spec)]  # noqa: SIM118 (a store)
     if len(matches) == 1:
         return Cache(store.path(matches[0]))
     from .errors import CacheNotFoundError

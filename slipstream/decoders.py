@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from .cache.layout import Codec
 from .decode.geometry import (
     ATTEMPTS,
     center_crop_boxes,
     random_resized_crop_boxes,
     snap_to_dct_grid,
 )
-from .cache.layout import Codec
 from .decode.pixels import (
     ThreadState,
     crop_box,

@@ -26,7 +26,8 @@ def content_key(
 
     Two caches share a key exactly when they come from the same source data (by its
     fingerprint), with the same fields, in the same image format and cache format
-    version (the current one unless given); field order does not matter. Nothing else (paths, hosts, credentials, time) goes in.
+    version (the current one unless given); field order does not matter. Nothing else
+    (paths, hosts, credentials, time) goes in.
     """
     identity = {
         "format_version": layout.FORMAT_VERSION if format_version is None else format_version,

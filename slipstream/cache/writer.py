@@ -11,9 +11,9 @@ import numpy as np
 
 from ..errors import SampleError
 from ..schema import Field, FieldKind, RawImage, Sample
+from . import layout
 from .arrays import HeapWriter, write_array
 from .images import probe_image
-from . import layout
 from .layout import (
     FileLedger,
     group_metadata,

@@ -16,8 +16,8 @@ _INSTALL_HINT = (
     "slipstream decodes JPEG with libjpeg-turbo's TurboJPEG library, which was not found. "
     "Install it: Debian/Ubuntu `sudo apt-get install libturbojpeg0`; Fedora "
     "`sudo dnf install turbojpeg`; macOS `brew install jpeg-turbo`; conda "
-    "`conda install -c conda-forge libjpeg-turbo`. Or point {env} at libturbojpeg.so."
-).format(env=TURBOJPEG_LIB_ENV)
+    f"`conda install -c conda-forge libjpeg-turbo`. Or point {TURBOJPEG_LIB_ENV} at libturbojpeg.so."
+)
 
 
 def load_turbojpeg() -> Any:

@@ -20,7 +20,13 @@ from ..transforms.augment import (
     RandomGrayscale,
     RandomSolarization,
 )
-from ..transforms.basic import IMAGENET_MEAN, IMAGENET_STD, Normalize, RandomHorizontalFlip, ToTorchImage
+from ..transforms.basic import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Normalize,
+    RandomHorizontalFlip,
+    ToTorchImage,
+)
 from ..transforms.multiview import MultiCropPipeline
 
 __all__ = ["ViewRecipe", "simclr", "ipcl", "lejepa", "multicrop", "multiview_pipeline"]

@@ -199,10 +199,8 @@ class TarSource(Source):
         layout = self._ensure_listed()
         assert self._members is not None
         m = self._members[index]
-        if _is_compressed(self.location.path):
-            data = self._read_compressed(m)
-        else:
-            data = self._read_range(m)
+        compressed = _is_compressed(self.location.path)
+        data = self._read_compressed(m) if compressed else self._read_range(m)
         if len(data) != m.size:
             raise SampleError(
                 f"{self.sample_name(index)}: archive ends inside this member (read {len(data)} of "
