@@ -8,6 +8,7 @@ the key words, computed for a whole batch at once with numpy.
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ def uniforms(
     Entry ``[k, d]`` depends only on ``(seed, epoch, indices[k], view, stream, d)``.
     """
     with np.errstate(over="ignore"):
-        h = np.uint64(seed & 0xFFFFFFFFFFFFFFFF)
+        h: Any = np.uint64(seed & 0xFFFFFFFFFFFFFFFF)
         for word in (epoch, view, stream):
             h = _mix(np.asarray(h ^ (np.uint64(word & 0xFFFFFFFFFFFFFFFF) + _GOLDEN)))
         keys = _mix(h ^ (np.asarray(indices, dtype=np.uint64) * _GOLDEN + _GOLDEN))

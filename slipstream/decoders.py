@@ -214,11 +214,11 @@ class DecodeMultiRandomResizedCrop(ImageDecoder):
 def _per_view(value: Any, k: int, n: int, what: str) -> Sequence[float]:
     """``value`` is one (lo, hi) pair for every view, or one pair per view."""
     if len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
-        return value  # type: ignore[no-any-return]
+        return value
     if len(value) != n:
         raise ValueError(f"DecodeMultiRandomResizedCrop: {what} needs one (lo, hi) pair or "
                          f"{n} of them, got {value!r}")
-    return value[k]  # type: ignore[no-any-return]
+    return value[k]
 
 
 class DecodeCenterCrop(_CropDecoder):

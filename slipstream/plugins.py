@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -86,7 +86,7 @@ class PluginHost:
         owner: dict[str, str] = {}
         for impl in self._pm.hook.slipstream_sources.get_hookimpls():
             plugin_name = impl.plugin_name
-            for cls in impl.function() or ():
+            for cls in _results(impl):
                 if not (isinstance(cls, type) and issubclass(cls, Source)):
                     raise PluginError(
                         f"plugin {plugin_name!r}: slipstream_sources() returned {cls!r}; "
@@ -105,7 +105,7 @@ class PluginHost:
                 owner["source:" + name] = plugin_name
         for impl in self._pm.hook.slipstream_stores.get_hookimpls():
             plugin_name = impl.plugin_name
-            for cls in impl.function() or ():
+            for cls in _results(impl):
                 if not (isinstance(cls, type) and issubclass(cls, CacheStore)):
                     raise PluginError(
                         f"plugin {plugin_name!r}: slipstream_stores() returned {cls!r}; "
@@ -161,6 +161,11 @@ class PluginHost:
                 )
             )
         return infos
+
+
+def _results(impl: Any) -> list[Any]:
+    """What a plugin's registry hook returned (None counts as nothing)."""
+    return list(impl.function() or ())
 
 
 def _provided_by(pm: pluggy.PluginManager, plugin: object, hook: str, cls: type) -> bool:

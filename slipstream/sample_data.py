@@ -22,7 +22,7 @@ def natural_image(rng: np.random.Generator, height: int = 375, width: int = 500)
     """An RGB ``uint8`` image with photograph-like statistics."""
     import cv2
 
-    img = np.zeros((height, width, 3), np.float32)
+    img: np.ndarray = np.zeros((height, width, 3), np.float32)
     # 1/f-ish noise: sum of upsampled random fields at several scales
     for scale, weight in ((4, 90.0), (12, 45.0), (40, 25.0), (120, 16.0)):
         gh, gw = max(2, height * scale // 375), max(2, width * scale // 375)

@@ -78,7 +78,7 @@ class HeapWriter:
 
     def append(self, data: bytes | memoryview | np.ndarray) -> int:
         """Write ``data`` and return its offset in the heap."""
-        view = memoryview(data).cast("B")
+        view = memoryview(data).cast("B")  # type: ignore[arg-type]
         size = len(view)
         room = self.chunk_bytes - (self.length % self.chunk_bytes)
         if room < size <= self.chunk_bytes:
@@ -172,7 +172,7 @@ def map_readonly(path: Path) -> np.ndarray:
         os.close(fd)
     buf = (ctypes.c_ubyte * size).from_address(addr)
     weakref.finalize(buf, _libc.munmap, addr, size)
-    view = np.frombuffer(buf, np.uint8)
+    view = np.frombuffer(buf, np.uint8)  # type: ignore[call-overload]
     view.flags.writeable = False
     return view
 

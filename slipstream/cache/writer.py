@@ -54,7 +54,7 @@ class _HeapField:
                 raise SampleError(f"{name}: field {self.field.name!r} should be bytes, got "
                                   f"{type(value).__name__}", index=i, path=name)
             data = value
-        size = memoryview(data).nbytes
+        size = memoryview(data).nbytes  # type: ignore[arg-type]
         if size >= 1 << 32:
             raise SampleError(f"{name}: field {self.field.name!r} is {size} bytes; the cache "
                               f"format holds values under 4 GiB", index=i, path=name)
@@ -172,4 +172,4 @@ def _number(value: Any, field: Field, name: str, index: int) -> int | float:
             f"{name}: field {field.name!r} should be {field.kind.value}, got {value!r}",
             index=index, path=name,
         )
-    return value  # type: ignore[no-any-return]
+    return value

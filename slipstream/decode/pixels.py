@@ -132,7 +132,8 @@ def crop_resize_into(state: ThreadState, data: np.ndarray, codec: int, height: i
         yuv420_crop_resize_into(data, height, width, box, out,
                                 state.buffer("ycc", out.shape))
         return
-    resize_into(decode_region(state, data, codec, height, width, box, *out.shape[:2], fast=fast),
+    out_h, out_w = out.shape[:2]
+    resize_into(decode_region(state, data, codec, height, width, box, out_h, out_w, fast=fast),
                 out)
 
 

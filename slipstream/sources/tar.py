@@ -212,7 +212,7 @@ class TarSource(Source):
     def _read_range(self, m: _Member) -> bytes:
         if not self.location.is_local:
             end = m.offset + m.size
-            return self.location.fs.cat_file(self.location.path, start=m.offset, end=end)  # type: ignore[no-any-return]
+            return self.location.fs.cat_file(self.location.path, start=m.offset, end=end)
         with self._lock:
             if self._fd is None:
                 self._fd = os.open(self.location.path, os.O_RDONLY)

@@ -81,7 +81,8 @@ def _jitter_range(owner: str, name: str, value: float | Sequence[float], centre:
     if isinstance(value, numbers.Real):
         if value < 0:
             raise ValueError(f"{owner}: {name} must be >= 0 (or a (low, high) pair), got {value!r}")
-        return _interval(owner, name, (max(lo, centre - value), centre + value), lo, hi)
+        v = float(value)
+        return _interval(owner, name, (max(lo, centre - v), centre + v), lo, hi)
     return _interval(owner, name, value, lo, hi)
 
 
@@ -296,7 +297,7 @@ class ColorJitter(BatchTransform):
         self.brightness = _jitter_range("ColorJitter", "brightness", brightness, 1.0, 0.0, inf)
         self.contrast = _jitter_range("ColorJitter", "contrast", contrast, 1.0, 0.0, inf)
         self.saturation = _jitter_range("ColorJitter", "saturation", saturation, 1.0, 0.0, inf)
-        if isinstance(hue, numbers.Real) and not 0 <= hue <= 0.5:
+        if isinstance(hue, numbers.Real) and not 0 <= float(hue) <= 0.5:
             raise ValueError(f"ColorJitter: hue must be in [0, 0.5] (or a (low, high) pair in "
                              f"[-0.5, 0.5]), got {hue!r}")
         self.hue = _jitter_range("ColorJitter", "hue", hue, 0.0, -0.5, 0.5)
