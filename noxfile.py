@@ -50,26 +50,23 @@ def bench(session: nox.Session) -> None:
 
     Writes ``.bench/bench_loader.json``, ``.bench/bench_build.json``,
     ``.bench/bench_pull.json``, ``.bench/bench_yuv.json``, ``.bench/bench_presets.json``
-    and the chart
-    ``docs/benchmarks.png``. ``nox -s bench -- --quick`` runs a small smoke version;
-    other arguments go to ``bench_loader.py``.
+    and the chart ``docs/benchmarks.png``. ``nox -s bench -- --quick`` runs small smoke
+    versions (results in ``.bench/*-quick.*``); other arguments go to ``bench_loader.py``.
     """
     _setup(session, "dev")  # matplotlib, for the chart
     quick = "--quick" in session.posargs
-    session.run(PY, "benchmarks/bench_loader.py", "--json", ".bench/bench_loader.json",
-                "--plot", ".bench/benchmarks-quick.png" if quick else "docs/benchmarks.png",
-                *session.posargs, external=True)
-    build_args = ["--images", "400", "--repeat", "1"] if quick else []
-    session.run(PY, "benchmarks/bench_build.py", "--json", ".bench/bench_build.json",
-                *build_args, external=True)
-    pull_args = ["--images", "40", "--repeat", "1"] if quick else []
-    session.run(PY, "benchmarks/bench_pull.py", "--json", ".bench/bench_pull.json",
-                *pull_args, external=True)
-    small = ["--images", "400", "--epochs", "1"] if quick else []
-    session.run(PY, "benchmarks/bench_yuv.py", "--json", ".bench/bench_yuv.json", *small,
-                external=True)
-    session.run(PY, "benchmarks/bench_presets.py", "--json", ".bench/bench_presets.json",
-                *(["--images", "400", "--measure", "256"] if quick else []), external=True)
+    tag = "-quick" if quick else ""  # a smoke run does not overwrite the full results
+
+    def run(script: str, *args: str) -> None:
+        session.run(PY, f"benchmarks/{script}.py", "--json", f".bench/{script}{tag}.json",
+                    *args, external=True)
+
+    run("bench_loader", "--plot", ".bench/benchmarks-quick.png" if quick
+        else "docs/benchmarks.png", *session.posargs)
+    run("bench_build", *(["--images", "400", "--repeat", "1"] if quick else []))
+    run("bench_pull", *(["--images", "40", "--repeat", "1"] if quick else []))
+    run("bench_yuv", *(["--images", "400", "--epochs", "1"] if quick else []))
+    run("bench_presets", *(["--images", "400", "--measure", "256"] if quick else []))
 
 
 @nox.session(venv_backend="none")

@@ -499,10 +499,11 @@ def bench_torch(root: Path, mode: str, args: argparse.Namespace,
                     pin_memory=on_device and torch.device(device).type == "cuda",
                     generator=torch.Generator().manual_seed(SEED))
     try:
-        it = iter(dl)  # warm-up: start the workers, a few batches
-        for _ in range(min(2, len(dl))):
-            next(it)
-        del it
+        # warm-up: start the workers and run one whole epoch. (A partial pass would leave
+        # batches in flight that the next iter() waits for and throws away, slowing the
+        # first timed epoch by about prefetch_factor x num_workers batches.)
+        for _ in dl:
+            pass
 
         def run_epoch(epoch: int) -> int:
             n = 0
