@@ -185,7 +185,7 @@ def _hash_zeros(h: Any, n: int) -> None:
         n -= take
 
 
-def _array_meta(array_dir: Path) -> tuple[int, int, np.dtype[Any]]:
+def array_meta(array_dir: Path) -> tuple[int, int, np.dtype[Any]]:
     import json
 
     meta = json.loads((array_dir / "zarr.json").read_bytes())
@@ -200,7 +200,7 @@ def _array_meta(array_dir: Path) -> tuple[int, int, np.dtype[Any]]:
 
 def read_array(array_dir: Path) -> np.ndarray:
     """Read a whole (small) array into memory."""
-    length, chunk, dtype = _array_meta(array_dir)
+    length, chunk, dtype = array_meta(array_dir)
     out = np.zeros(length, dtype)
     for c, start in enumerate(range(0, length, chunk)):
         path = _chunk_path(array_dir, c)
@@ -223,7 +223,7 @@ class ByteHeap:
 
     def __init__(self, array_dir: Path, offsets: np.ndarray, sizes: np.ndarray) -> None:
         self.array_dir = array_dir
-        self.length, self.chunk_bytes, _ = _array_meta(array_dir)
+        self.length, self.chunk_bytes, _ = array_meta(array_dir)
         self.offsets = offsets
         self.sizes = sizes
         n_chunks = -(-self.length // self.chunk_bytes) if self.length else 0

@@ -21,13 +21,10 @@ __all__ = [
     "MANIFEST_NAME",
     "ATTRS_KEY",
     "INDEXES_GROUP",
-    "HEAP_ARRAYS",
-    "IMAGE_ARRAYS",
     "Codec",
     "is_complete",
     "array_metadata",
     "group_metadata",
-    "write_json",
     "read_manifest",
     "read_attrs",
     "write_root_metadata",
@@ -43,10 +40,6 @@ MANIFEST_NAME = "zarr.json"
 ATTRS_KEY = "slipstream"
 #: The sub-group holding value -> samples indexes written by ``write_index``.
 INDEXES_GROUP = "_indexes"
-#: Arrays of a byte-heap field (bytes, str, image).
-HEAP_ARRAYS = ("heap", "offsets", "sizes")
-#: Extra arrays of an image field.
-IMAGE_ARRAYS = ("heights", "widths", "codecs")
 CHECKSUM = "sha256"
 
 
@@ -93,13 +86,6 @@ def array_metadata(length: int, chunk_length: int, dtype: np.dtype[Any]) -> dict
 
 def group_metadata(attributes: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return {"zarr_format": 3, "node_type": "group", "attributes": dict(attributes or {})}
-
-
-def write_json(path: Path, obj: Any) -> bytes:
-    data = json.dumps(obj, indent=2, sort_keys=True).encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return data
 
 
 def read_attrs(cache_dir: Path) -> dict[str, Any]:

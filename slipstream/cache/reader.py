@@ -197,12 +197,12 @@ class Cache:
     def size_bytes(self) -> int:
         """Bytes the cache's data takes: every listed file, less the zero padding that
         ends each multi-chunk heap (a sparse-file hole, so not on disk)."""
-        from .arrays import _array_meta
+        from .arrays import array_meta
 
         total = sum(int(f["size"]) for f in self.manifest["files"].values())
         heaps = {rel.rsplit("/c/", 1)[0] for rel in self.manifest["files"] if "/heap/c/" in rel}
         for heap in heaps:
-            length, chunk, _ = _array_meta(self.path / heap)
+            length, chunk, _ = array_meta(self.path / heap)
             if length > chunk:
                 total -= -(-length // chunk) * chunk - length
         return total
