@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import secrets
@@ -17,17 +18,22 @@ from .cache import Cache
 from .cache.reader import HeapColumn, ImageColumn
 from .dataset import SlipstreamDataset
 from .decode.pixels import thread_state
-from .decoders import DecodeCenterCrop, ImageColumnView, ImageDecoder
-from .errors import SampleError
+from .decoders import DecodeCenterCrop, ImageColumnView, ImageDecoder, PackedBytes
+from .errors import CacheError, MissingDependencyError, SampleError
 from .schema import FieldKind
 from .stores.remote import RemoteStore
 from .stores.sync import SyncReport, ensure_cache, remote_store_for, sync_remote_cache
 from .transforms.base import BatchContext
 from .transforms.basic import ToTorchImage
 
-__all__ = ["SlipstreamLoader"]
+__all__ = ["SlipstreamLoader", "ON_ERROR_POLICIES"]
 
 Pipelines = Mapping[str, Sequence[Any]]
+
+#: What ``on_error`` accepts: stop at the first sample that fails, or leave it out.
+ON_ERROR_POLICIES = ("raise", "skip")
+
+log = logging.getLogger("slipstream.loader")
 
 
 def _distributed_placement(distributed: bool | None, rank: int | None,
@@ -114,6 +120,13 @@ class SlipstreamLoader:
     ``iter()``; :meth:`set_epoch` chooses the next one; :meth:`state_dict` and
     :meth:`load_state_dict` resume a run mid-epoch.
 
+    A sample that cannot be decoded (corrupt or truncated bytes) raises
+    :class:`~slipstream.errors.SampleError` naming its index and source path
+    (``on_error="raise"``, the default). With ``on_error="skip"`` the batch comes out
+    without it (one sample shorter), a warning names it, and :attr:`skipped` lists the
+    epoch's skipped samples (``skipped_total`` counts every epoch's); errors that are not
+    about one sample (a missing library, a damaged cache file) still raise.
+
     Distributed: with an initialised ``torch.distributed`` process group (or explicit
     ``rank``/``world_size``), rank ``r`` of ``w`` takes samples ``r, r+w, r+2w, ...`` of
     the epoch's global order, which does not depend on ``w``; every rank gets the same
@@ -141,7 +154,10 @@ class SlipstreamLoader:
         remote_cache: str | RemoteStore | None = None,
         remote_cache_endpoint_url: str | None = None,
         remote_cache_storage_options: Mapping[str, Any] | None = None,
+        on_error: str = "raise",
     ) -> None:
+        if on_error not in ON_ERROR_POLICIES:
+            raise ValueError(f"on_error must be one of {ON_ERROR_POLICIES}, got {on_error!r}")
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if prefetch < 2:
@@ -170,6 +186,11 @@ class SlipstreamLoader:
         self._image_pipelines: list[_ImagePipeline] | None = None
         self._spare_slots: list[tuple[dict[str, Any], Any]] = []
         self._other_pipelines: dict[str, list[Any]] = {}
+        self.on_error = on_error
+        #: the samples left out of the current (or last) epoch under ``on_error="skip"``
+        self.skipped: list[SampleError] = []
+        #: how many samples ``on_error="skip"`` has left out, over every epoch
+        self.skipped_total = 0
 
     # -- the cache ------------------------------------------------------------------------
     @property
@@ -241,6 +262,7 @@ class SlipstreamLoader:
         self._epoch, self._start_batch = epoch + 1, 0
         self._active = (epoch, start)
         self._resumed_at = None
+        self.skipped = []
         return _EpochIterator(self, epoch, self._sampler().batches(epoch, start), start)
 
     # -- resume -------------------------------------------------------------------------------
@@ -284,11 +306,17 @@ class SlipstreamLoader:
                 f"seed={self.seed}, num_threads={self.num_threads}, device={self.device})")
 
 
+#: Failures that are not about one sample's bytes: skipping would only hide them.
+_NOT_SKIPPABLE = (MissingDependencyError, CacheError, MemoryError)
+
+
 def _slice_runner(pipelines: list[_ImagePipeline], columns: dict[str, ImageColumn],
                   slot: dict[str, Any], plans: dict[str, Any], indices: np.ndarray,
-                  cache: Cache):
+                  cache: Cache, failed: list[tuple[int, SampleError]] | None):
     """The work of one batch, as a function of a slice ``[lo, hi)`` of its samples.
 
+    With ``failed`` given (``on_error="skip"``), a sample that fails is recorded there as
+    ``(batch position, error)`` and the slice goes on; otherwise the error ends the batch.
     It holds no reference to the iterator, so an abandoned iterator is freed (and its
     threads stopped) as soon as the caller drops it.
     """
@@ -304,8 +332,14 @@ def _slice_runner(pipelines: list[_ImagePipeline], columns: dict[str, ImageColum
                 try:
                     decode_one(state, k, col.view(i), int(codecs[i]), int(heights[i]),
                                int(widths[i]), plan, buf)
+                except _NOT_SKIPPABLE:
+                    raise
                 except Exception as exc:
-                    raise _sample_error(cache, p.field, i, exc) from exc
+                    error = _sample_error(cache, p.field, i, exc)
+                    if failed is None:
+                        raise error from exc
+                    error.__cause__ = exc
+                    failed.append((k, error))  # list.append is atomic under the GIL
 
     return run_slice
 
@@ -319,6 +353,25 @@ def _sample_error(cache: Cache, field: str, index: int, exc: Exception) -> Sampl
         f"{type(exc).__name__}: {exc}",
         index=index, path=path,
     )
+
+
+def _keep_samples(value: Any, keep: np.ndarray) -> Any:
+    """A decoder's batch value with only the samples where ``keep`` is true."""
+    if isinstance(value, torch.Tensor):
+        return value[torch.from_numpy(keep)]
+    if isinstance(value, dict):
+        return {name: _keep_samples(v, keep) for name, v in value.items()}
+    if isinstance(value, list):
+        return [v for v, k in zip(value, keep) if k]
+    if isinstance(value, PackedBytes):
+        offsets = value.offsets.numpy()
+        pieces = [value.data[offsets[k]:offsets[k + 1]] for k in np.flatnonzero(keep)]
+        sizes = np.diff(offsets)[keep]
+        new_offsets = np.zeros(len(sizes) + 1, np.int64)
+        np.cumsum(sizes, out=new_offsets[1:])
+        data = torch.cat(pieces) if pieces else value.data[:0]
+        return PackedBytes(data, torch.from_numpy(new_offsets))
+    raise TypeError(f"on_error='skip' cannot drop samples from a {type(value).__name__}")
 
 
 class _EpochIterator:
@@ -352,7 +405,8 @@ class _EpochIterator:
         self.pool: DecodePool | None = None
         if self.pipelines and batches:
             self.pool = DecodePool(min(loader.num_threads, max(1, len(batches[0]))))
-        self.inflight: dict[int, tuple[BatchJob, dict[str, Any], BatchContext]] = {}
+        self.inflight: dict[int, tuple[BatchJob, dict[str, Any], BatchContext,
+                                       list[tuple[int, SampleError]] | None]] = {}
         self.next_to_yield = 0
         self.submitted = 0
         self._submit_until(len(self.slots))  # every slot is free: start decoding now
@@ -378,10 +432,12 @@ class _EpochIterator:
         ctx = BatchContext(self.loader.seed, self.epoch, indices)
         plans = {p.field: p.decoder.plan(ctx, self.views[p.field]) for p in self.pipelines}
 
+        failed: list[tuple[int, SampleError]] | None = (
+            [] if self.loader.on_error == "skip" else None)
         run_slice = _slice_runner(self.pipelines, self.columns, slot, plans, indices,
-                                  self.cache)
+                                  self.cache, failed)
         job = BatchJob(run_slice, len(indices), self._slice_size(len(indices)))
-        self.inflight[b] = (job, plans, ctx)
+        self.inflight[b] = (job, plans, ctx, failed)
         if self.pool is not None:
             self.pool.submit(job)
 
@@ -390,30 +446,54 @@ class _EpochIterator:
         return self
 
     def __next__(self) -> dict[str, Any]:
-        b = self.next_to_yield
-        if b >= len(self.batches):
-            self.close()
-            raise StopIteration
-        # the consumer is done with batch b - 1: its slot takes batch b - 1 + S
-        self._submit_until(b + len(self.slots))
-        job, plans, ctx = self.inflight.pop(b)
-        job.done.wait()
-        if job.error is not None:
-            self.close()
-            raise job.error
-        self.next_to_yield = b + 1
-        try:
-            out = self._assemble(b, plans, ctx)
-        except BaseException:
-            self.close()  # a failing transform must not leave threads decoding
-            raise
-        done = self.start + b + 1
-        self.loader._progress(self.epoch, done, self.start + len(self.batches))
-        return out
+        while True:
+            b = self.next_to_yield
+            if b >= len(self.batches):
+                if self.pool is not None and self.loader.skipped:
+                    log.warning("epoch %d: on_error='skip' left out %d sample(s); see "
+                                "loader.skipped", self.epoch, len(self.loader.skipped))
+                self.close()
+                raise StopIteration
+            # the consumer is done with batch b - 1: its slot takes batch b - 1 + S
+            self._submit_until(b + len(self.slots))
+            job, plans, ctx, failed = self.inflight.pop(b)
+            job.done.wait()
+            if job.error is not None:
+                self.close()
+                raise job.error
+            self.next_to_yield = b + 1
+            keep = self._record_skipped(failed, len(ctx.indices)) if failed else None
+            done = self.start + b + 1
+            if keep is not None and not keep.any():  # every sample failed: nothing to yield
+                self.loader._progress(self.epoch, done, self.start + len(self.batches))
+                continue
+            try:
+                out = self._assemble(b, plans, ctx, keep)
+            except BaseException:
+                self.close()  # a failing transform must not leave threads decoding
+                raise
+            self.loader._progress(self.epoch, done, self.start + len(self.batches))
+            return out
 
-    def _assemble(self, b: int, plans: dict[str, Any], ctx: BatchContext) -> dict[str, Any]:
+    def _record_skipped(self, failed: list[tuple[int, SampleError]], n: int) -> np.ndarray:
+        """Log and count the samples ``on_error="skip"`` leaves out; the keep mask."""
+        keep = np.ones(n, bool)
+        for k, error in sorted(failed, key=lambda item: item[0]):
+            if keep[k]:  # a sample fails once even when several fields fail
+                keep[k] = False
+                self.loader.skipped.append(error)
+                self.loader.skipped_total += 1
+                log.warning("skipping (on_error='skip'): %s", error)
+        return keep
+
+    def _assemble(self, b: int, plans: dict[str, Any], ctx: BatchContext,
+                  keep: np.ndarray | None = None) -> dict[str, Any]:
+        """The batch dict; ``keep`` (``on_error="skip"``) masks out the failed samples."""
         indices = self.batches[b]
         n = len(indices)
+        if keep is not None:
+            indices = indices[keep]
+            ctx = BatchContext(ctx.seed, ctx.epoch, indices, ctx.view)
         slot_index = b % len(self.slots)
         slot = self.slots[slot_index]
         out: dict[str, Any] = {}
@@ -421,6 +501,8 @@ class _EpochIterator:
         on_cuda = False
         for p in self.pipelines:
             value = p.decoder.finish(slot[p.field], plans[p.field], n)
+            if keep is not None:
+                value = _keep_samples(value, keep)
             for t in p.transforms:
                 value = t(value, ctx)
             if isinstance(value, dict):
@@ -453,7 +535,7 @@ class _EpochIterator:
 
     def close(self) -> None:
         """Stop decoding and join the threads (idempotent; also run when the iterator dies)."""
-        for job, _, _ in self.inflight.values():
+        for job, *_ in self.inflight.values():
             job.cancelled = True
         self.inflight.clear()
         self.next_to_yield = len(self.batches)  # a later next() raises StopIteration

@@ -453,3 +453,85 @@ def test_batch_buffers_are_bounded_by_prefetch(cache):
     del loader
     gc.collect()
     assert sum(ref() is not None for ref in buffers) == 0
+
+
+def _cache_with_truncated_samples(folder: Path, tmp_path: Path,
+                                  bad: list[int]) -> tuple[Cache, list[str]]:
+    """A cache of ``folder`` (8 JPEGs) whose samples ``bad`` have their scans cut in half
+    (headers intact, so the build, which reads headers only, succeeds); and its paths."""
+    paths = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.jpg"))
+    for i in bad:
+        data = (folder / paths[i]).read_bytes()
+        (folder / paths[i]).write_bytes(data[: len(data) // 2])
+    cache = SlipstreamDataset(folder, cache_dir=tmp_path / "c").build_cache(progress=False)
+    assert [cache[i]["path"] for i in range(len(cache))] == paths
+    return cache, paths
+
+
+def test_on_error_skip_leaves_out_bad_samples_and_reports_them(writable_folder, tmp_path,
+                                                                decode_threads, caplog):
+    """``on_error="skip"``: the bad samples are missing from their batches while the others
+    keep their own labels, paths and pixels; each is named in a warning and in
+    ``loader.skipped``, the epoch ends with a count, and ``skipped_total`` adds up epochs."""
+    bad = [2, 3, 6]
+    cache, paths = _cache_with_truncated_samples(writable_folder, tmp_path, bad)
+    pipelines = {"image": [DecodeRandomResizedCrop(16), ToTorchImage()]}
+    loader = SlipstreamLoader(cache, batch_size=3, shuffle=False, seed=0, num_threads=2,
+                              pipelines=pipelines, on_error="skip")
+    with caplog.at_level("WARNING", logger="slipstream.loader"):
+        batches = [{"image": b["image"].clone(), "label": b["label"].clone(),
+                    "path": list(b["path"])} for b in loader]
+    assert decode_threads() == []
+    assert [b["path"] for b in batches] == [paths[0:2], paths[4:6], paths[7:8]]
+    for b in batches:
+        assert b["image"].shape[0] == b["label"].shape[0] == len(b["path"])
+        for k, p in enumerate(b["path"]):
+            assert int(b["label"][k]) == cache[paths.index(p)]["label"]
+    # pixels (and random crops, keyed by sample index): as each sample decoded on its own
+    alone = {b["path"][0]: b["image"][0].clone()
+             for b in SlipstreamLoader(cache, batch_size=1, shuffle=False, seed=0,
+                                       num_threads=1, pipelines=pipelines, on_error="skip")}
+    assert sorted(alone) == sorted(p for b in batches for p in b["path"])
+    for b in batches:
+        for k, p in enumerate(b["path"]):
+            assert torch.equal(b["image"][k], alone[p]), p
+    assert [e.index for e in loader.skipped] == bad
+    assert [e.path for e in loader.skipped] == [paths[i] for i in bad]
+    assert all(isinstance(e, SampleError) for e in loader.skipped)
+    assert loader.skipped_total == 3
+    messages = [r.getMessage() for r in caplog.records]
+    for i in bad:
+        assert any(paths[i] in m for m in messages), paths[i]
+    assert any("left out 3 sample" in m for m in messages)
+    list(loader)  # a second epoch: skipped lists this epoch's, the total grows
+    assert len(loader.skipped) == 3 and loader.skipped_total == 6
+
+
+def test_on_error_skip_drops_a_batch_whose_samples_all_fail(writable_folder, tmp_path):
+    cache, paths = _cache_with_truncated_samples(writable_folder, tmp_path, [0, 1])
+    loader = SlipstreamLoader(cache, batch_size=2, shuffle=False, seed=0, num_threads=2,
+                              pipelines=crop_pipeline(), on_error="skip")
+    assert [list(b["path"]) for b in loader] == [paths[2:4], paths[4:6], paths[6:8]]
+    assert loader.skipped_total == 2
+
+
+def test_on_error_skip_keeps_views_and_fields_aligned(writable_folder, tmp_path):
+    from slipstream.pipelines import simclr
+
+    cache, paths = _cache_with_truncated_samples(writable_folder, tmp_path, [1])
+    loader = SlipstreamLoader(cache, batch_size=3, shuffle=False, seed=0, num_threads=2,
+                              pipelines=simclr(16), on_error="skip")
+    first = next(iter(loader))
+    views = [v for v in first.values() if isinstance(v, torch.Tensor) and v.dim() == 4]
+    assert len(views) == 2 and all(v.shape[0] == 2 for v in views)
+    assert first["path"] == [paths[0], paths[2]] and first["label"].shape == (2,)
+
+
+def test_on_error_raise_is_the_default_and_other_values_are_refused(writable_folder,
+                                                                     tmp_path):
+    cache, _ = _cache_with_truncated_samples(writable_folder, tmp_path, [1])
+    with pytest.raises(SampleError):
+        list(SlipstreamLoader(cache, batch_size=3, shuffle=False, num_threads=1,
+                              pipelines=crop_pipeline()))
+    with pytest.raises(ValueError, match="on_error must be one of"):
+        SlipstreamLoader(cache, on_error="ignore")
