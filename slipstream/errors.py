@@ -18,6 +18,7 @@ __all__ = [
     "CacheNotFoundError",
     "CacheFormatError",
     "CacheCorruptError",
+    "CacheWriteError",
     "MissingDependencyError",
 ]
 
@@ -65,6 +66,11 @@ class CacheFormatError(CacheError, ValueError):
 
 class CacheCorruptError(CacheError):
     """A cache file does not match its recorded size or checksum."""
+
+
+class CacheWriteError(CacheError, OSError):
+    """Writing a cache failed for want of room (disk full, quota, file size limit); the
+    partial write was removed and nothing was published. ``errno`` is the OS's."""
 
 
 class MissingDependencyError(SlipstreamError, ImportError):

@@ -390,6 +390,10 @@ class _EpochIterator:
             for p in self.pipelines}
         self.views = {name: ImageColumnView(c.heights, c.widths, c.sizes)
                       for name, c in self.columns.items()}
+        # every memory-mapped column a batch reads, checked for changes before each batch
+        self.heaps: list[HeapColumn] = list(self.columns.values()) + [
+            self.cache.column(f.name) for f in self.cache.fields
+            if f.kind in (FieldKind.STR, FieldKind.BYTES)]
         pin = loader.device is not None and loader.device.type == "cuda"
         slots_needed = min(loader.prefetch, max(1, len(batches)))
         # batch buffers are reused from epoch to epoch (pinning memory is expensive)
@@ -409,7 +413,11 @@ class _EpochIterator:
                                        list[tuple[int, SampleError]] | None]] = {}
         self.next_to_yield = 0
         self.submitted = 0
-        self._submit_until(len(self.slots))  # every slot is free: start decoding now
+        try:
+            self._submit_until(len(self.slots))  # every slot is free: start decoding now
+        except BaseException:
+            self.close()
+            raise
 
     # -- scheduling ---------------------------------------------------------------------------
     def _submit_until(self, stop: int) -> None:
@@ -429,6 +437,8 @@ class _EpochIterator:
             self.slot_events[slot_index] = None
         slot = self.slots[slot_index]
         indices = self.batches[b]
+        for col in self.heaps:
+            self.cache.check_unchanged(col, indices)
         ctx = BatchContext(self.loader.seed, self.epoch, indices)
         plans = {p.field: p.decoder.plan(ctx, self.views[p.field]) for p in self.pipelines}
 
@@ -454,8 +464,12 @@ class _EpochIterator:
                                 "loader.skipped", self.epoch, len(self.loader.skipped))
                 self.close()
                 raise StopIteration
-            # the consumer is done with batch b - 1: its slot takes batch b - 1 + S
-            self._submit_until(b + len(self.slots))
+            try:
+                # the consumer is done with batch b - 1: its slot takes batch b - 1 + S
+                self._submit_until(b + len(self.slots))
+            except BaseException:  # a cache file changed under us
+                self.close()
+                raise
             job, plans, ctx, failed = self.inflight.pop(b)
             job.done.wait()
             if job.error is not None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from .._filelock import FileLock
 from ..errors import CacheError
+from ._space import is_out_of_space, out_of_space_errors
 from .layout import CHECKSUM, FileLedger, group_metadata, read_manifest, write_root_metadata
 
 __all__ = ["add_group", "cache_lock"]
@@ -33,7 +34,16 @@ def add_group(cache_dir: Path, rel_path: str, write: Callable[[FileLedger, Path]
     first.
 
     ``parent_attrs`` are the attributes of the parent group, created if it is missing.
+    Running out of disk space raises :class:`~slipstream.errors.CacheWriteError` and
+    leaves the cache as it was.
     """
+    with out_of_space_errors(f"adding {rel_path} to the cache {cache_dir.name}", cache_dir):
+        return _add_group(cache_dir, rel_path, write, list_key=list_key, entry=entry,
+                          parent_attrs=parent_attrs)
+
+
+def _add_group(cache_dir: Path, rel_path: str, write: Callable[[FileLedger, Path], None], *,
+               list_key: str, entry: str, parent_attrs: Mapping[str, Any] | None) -> bool:
     from ..stores.local import build_dir_name
 
     tmp_root = cache_dir.parent / ".tmp"
@@ -65,6 +75,8 @@ def add_group(cache_dir: Path, rel_path: str, write: Callable[[FileLedger, Path]
             try:
                 write_root_metadata(cache_dir, attrs)
             except OSError as exc:
+                if is_out_of_space(exc):
+                    raise
                 raise CacheError(f"could not update {cache_dir / 'zarr.json'}: {exc}") from exc
             return True
     finally:

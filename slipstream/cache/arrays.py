@@ -139,8 +139,13 @@ class HeapWriter:
         return used
 
     def abort(self) -> None:
+        """Close the open chunk file; the caller removes the directory. Never raises: a
+        disk that is full fails the buffered write again on close."""
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:
+                pass
             self._file = None
 
 
@@ -175,6 +180,12 @@ def map_readonly(path: Path) -> np.ndarray:
     view = np.frombuffer(buf, np.uint8)  # type: ignore[call-overload]
     view.flags.writeable = False
     return view
+
+
+def file_stamp(path: Path) -> tuple[int, int, int]:
+    """``(inode, size, mtime_ns)``: what changes when a file is rewritten or replaced."""
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _hash_zeros(h: Any, n: int) -> None:
@@ -228,9 +239,12 @@ class ByteHeap:
         self.sizes = sizes
         n_chunks = -(-self.length // self.chunk_bytes) if self.length else 0
         self._views: list[np.ndarray] = []
+        #: each chunk file's identity when it was mapped: see :meth:`changed_chunks`
+        self._stamps: list[tuple[int, int, int] | None] = []
         for c in range(n_chunks):
             path = _chunk_path(array_dir, c)
             view = map_readonly(path)
+            self._stamps.append(file_stamp(path))
             if len(view) < min(self.chunk_bytes, self.length - c * self.chunk_bytes):
                 raise CacheCorruptError(
                     f"{path} is {len(view)} bytes, shorter than its chunk: the cache is damaged; "
@@ -262,6 +276,37 @@ class ByteHeap:
     def gather(self, indices: np.ndarray | list[int]) -> list[np.ndarray]:
         """Views of several values (no copy for values within one chunk)."""
         return [self.view(int(i)) for i in indices]
+
+    def chunk_path(self, c: int) -> Path:
+        return _chunk_path(self.array_dir, c)
+
+    def changed_chunks(self, indices: np.ndarray) -> list[int]:
+        """The chunk files holding values ``indices`` that were changed in place (same
+        inode, other size or mtime) since they were mapped, so the map may show other
+        bytes. A file replaced or deleted is not a change: the map keeps the old inode,
+        whose bytes nobody can write any more. One ``stat`` per chunk touched."""
+        if not len(indices) or not self._stamps:
+            return []
+        first = self.offsets[indices] // self.chunk_bytes
+        last = (self.offsets[indices] + np.maximum(self.sizes[indices], 1) - 1) // self.chunk_bytes
+        changed = []
+        for c in np.unique(np.concatenate([first, last])).tolist():
+            stamp = self._stamps[c]
+            if stamp is None:
+                continue
+            try:
+                now = file_stamp(self.chunk_path(c))
+            except FileNotFoundError:
+                now = None
+            if now is None or now[0] != stamp[0]:
+                self._stamps[c] = None  # detached from the path: immutable from now on
+            elif now != stamp:
+                changed.append(c)
+        return changed
+
+    def accept_chunk(self, c: int) -> None:
+        """Take chunk ``c``'s current stamp as its own (its content was checked unchanged)."""
+        self._stamps[c] = file_stamp(self.chunk_path(c))
 
     def close(self) -> None:
         """Drop the maps; each is unmapped once no view handed out refers to it."""

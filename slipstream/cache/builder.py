@@ -12,6 +12,7 @@ from ..errors import SampleError
 from ..schema import Field
 from ..sources.base import Source
 from ..stores.local import LocalStore
+from ._space import out_of_space_errors
 from .arrays import DEFAULT_HEAP_CHUNK_BYTES
 from .derived import DERIVED_FORMATS, ensure_format
 from .key import content_key
@@ -98,21 +99,23 @@ def _build(source: Source, store: LocalStore, key: str, selected: tuple[Field, .
             f"{source.location.describe()} holds no samples: nothing to cache. Check the path "
             f"and the layout the {source.name!r} source expects"
         )
-    build_dir = store.new_build_dir(key)
-    writer = CacheWriter(
-        build_dir, selected, n, image_format=image_format, heap_chunk_bytes=heap_chunk_bytes
-    )
-    bar = progress_bar(n, f"building {source.name} cache", unit="img", enabled=progress)
-    try:
-        for index, sample in source.iter_samples(num_threads=num_threads):
-            writer.add(index, sample, source.sample_name(index))
-            bar.update(1)
-        writer.finish(key, source.describe())
-        final = store.publish(build_dir, key)
-    except BaseException:
-        writer.abort()
-        shutil.rmtree(build_dir, ignore_errors=True)
-        raise
-    finally:
-        bar.close()
+    with out_of_space_errors(f"building the cache of {source.location.describe()}",
+                             store.root):
+        build_dir = store.new_build_dir(key)
+        writer = CacheWriter(
+            build_dir, selected, n, image_format=image_format, heap_chunk_bytes=heap_chunk_bytes
+        )
+        bar = progress_bar(n, f"building {source.name} cache", unit="img", enabled=progress)
+        try:
+            for index, sample in source.iter_samples(num_threads=num_threads):
+                writer.add(index, sample, source.sample_name(index))
+                bar.update(1)
+            writer.finish(key, source.describe())
+            final = store.publish(build_dir, key)
+        except BaseException:
+            writer.abort()
+            shutil.rmtree(build_dir, ignore_errors=True)
+            raise
+        finally:
+            bar.close()
     return Cache(Path(final))

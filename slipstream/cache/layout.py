@@ -134,8 +134,12 @@ def write_root_metadata(cache_dir: Path, attrs: dict[str, Any]) -> None:
     """Replace the root ``zarr.json`` atomically (write aside, then rename over)."""
     data = json.dumps(group_metadata({ATTRS_KEY: attrs}), indent=2, sort_keys=True).encode()
     tmp = cache_dir / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
-    tmp.write_bytes(data)
-    os.replace(tmp, cache_dir / MANIFEST_NAME)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, cache_dir / MANIFEST_NAME)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class FileLedger:

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import CacheError, CacheNotFoundError
+from ..errors import CacheCorruptError, CacheError, CacheNotFoundError
 from ..schema import Field, FieldKind
 from .arrays import ByteHeap, read_array
-from .layout import Codec, read_manifest
+from .layout import CHECKSUM, Codec, read_manifest
 
 if TYPE_CHECKING:
     from .index import FieldIndex
@@ -173,6 +173,54 @@ class Cache:
             col = self.column(f.name)
             out[f.name] = col[index].item() if isinstance(col, np.ndarray) else col.value(index)
         return out
+
+    # -- change detection -----------------------------------------------------------------
+    def check_unchanged(self, column: HeapColumn, indices: np.ndarray) -> None:
+        """Raise :class:`CacheCorruptError` if a chunk file holding ``indices`` of ``column``
+        was changed since it was opened (slipstream never rewrites a published file; an
+        in-place rewrite means something else damaged the cache).
+
+        A file whose inode, size or mtime moved is re-hashed against the manifest: same
+        content (a ``touch``, an identical copy) is accepted. Changed content moves the
+        cache aside (into the store's ``.tmp``, removed later) so that the next run builds
+        or pulls a fresh one, and raises. A reader racing a truncation can still be
+        killed by SIGBUS between this check and its read; the check narrows that window
+        to one batch.
+        """
+        from .verify import file_digest
+
+        heap = column.heap
+        for c in heap.changed_chunks(indices):
+            path = heap.chunk_path(c)
+            rel = path.relative_to(self.path).as_posix()
+            expected = self.attrs["files"].get(rel, {})
+            try:
+                size, digest = file_digest(path)
+            except OSError:
+                size, digest = -1, ""
+            if size == expected.get("size") and digest == expected.get(CHECKSUM):
+                heap.accept_chunk(c)
+                continue
+            aside = self._move_aside()
+            then = (f"It was moved aside to {aside}; the next run builds (or pulls) a fresh "
+                    f"cache." if aside else
+                    f"Run `slipstream verify {self.path}`, then delete it and build again.")
+            raise CacheCorruptError(
+                f"{path} changed while it was being read (it no longer matches the cache's "
+                f"manifest): something rewrote the cache in place, which slipstream never "
+                f"does. {then}")
+
+    def _move_aside(self) -> Path | None:
+        """Rename this cache into its store's ``.tmp`` (None if it cannot be moved)."""
+        from ..stores.local import build_dir_name
+
+        tmp_root = self.path.parent / ".tmp"
+        dest = tmp_root / build_dir_name(f"{self.key}-changed")
+        try:
+            os.rename(self.path, dest)
+        except OSError:
+            return None
+        return dest
 
     # -- indexes --------------------------------------------------------------------------
     @property
