@@ -110,8 +110,13 @@ def _list_local(root: str) -> dict[str, str]:
         raise SourceNotFoundError(f"{root}: no such directory")
     out: dict[str, str] = {}
     pending = [root]
+    seen_dirs: set[tuple[int, int]] = set()  # symlinked directories may form loops
     while pending:
         d = pending.pop()
+        st = os.stat(d)
+        if (st.st_dev, st.st_ino) in seen_dirs:
+            continue
+        seen_dirs.add((st.st_dev, st.st_ino))
         with os.scandir(d) as it:
             for e in it:
                 if e.is_dir(follow_symlinks=True):
@@ -119,6 +124,10 @@ def _list_local(root: str) -> dict[str, str]:
                 elif e.is_file(follow_symlinks=True):
                     st = e.stat()
                     out[e.path[len(root) + 1 :]] = f"{st.st_size}:{st.st_mtime_ns}"
+                elif e.is_symlink():
+                    # a broken link is listed, so an image behind one fails its read by
+                    # name instead of silently dropping out of the dataset
+                    out[e.path[len(root) + 1 :]] = "broken-link"
     return out
 
 
