@@ -177,3 +177,30 @@ def test_concurrent_builders_build_once(image_folder, cache_root):
     reads = sorted(int(o[1]) for o in outputs)
     assert reads == [0, len(folder_expectation(image_folder))]  # read the source once
     assert Cache(outputs[0][0]).verify().ok
+
+
+@pytest.mark.parametrize("array,value,match", [
+    ("heights", 60000, "claims 60000x"),
+    ("codecs", 9, "unknown image codec 9"),
+])
+def test_image_tables_no_build_writes_are_refused_on_open(image_folder, cache_root, array,
+                                                          value, match):
+    """Decode buffers are sized from the stored heights and widths: a damaged or hostile
+    cache claiming a huge image (or an unknown codec) is refused before any decode."""
+    import numpy as np
+
+    from slipstream.errors import CacheCorruptError
+
+    cache = SlipstreamDataset(image_folder, cache_dir=cache_root).build_cache(progress=False)
+    chunk = cache.path / "image" / array / "c" / "0"
+    dtype = {"heights": "<u4", "codecs": "u1"}[array]
+    values = np.fromfile(chunk, dtype=dtype)
+    values[3] = value
+    values.tofile(chunk)
+    if array == "heights":  # make it also wide, so the pixel count is beyond the limit
+        widths = cache.path / "image" / "widths" / "c" / "0"
+        w = np.fromfile(widths, dtype="<u4")
+        w[3] = 60000
+        w.tofile(widths)
+    with pytest.raises(CacheCorruptError, match=match):
+        Cache(cache.path).column("image")

@@ -60,9 +60,36 @@ class ImageColumn(HeapColumn):
         self.heights = read_array(field_dir / "heights")
         self.widths = read_array(field_dir / "widths")
         self.codecs = read_array(field_dir / "codecs")
+        _check_image_table(field_dir, self.heights, self.widths, self.codecs, len(self))
 
     def value(self, i: int) -> Any:
         return self.heap.view(i).tobytes()
+
+
+def _check_image_table(field_dir: Path, heights: np.ndarray, widths: np.ndarray,
+                       codecs: np.ndarray, n: int) -> None:
+    """Refuse image tables no build writes: decode buffers are sized from them, so a
+    damaged or hostile cache must not make a thread allocate gigabytes per sample."""
+    from .images import MAX_PIXELS
+
+    if not len(heights) == len(widths) == len(codecs) == n:
+        raise CacheCorruptError(
+            f"{field_dir}: {len(heights)} heights, {len(widths)} widths and {len(codecs)} "
+            f"codecs for {n} images; the cache is damaged: delete it and build again")
+    if n == 0:
+        return
+    pixels = heights.astype(np.uint64) * widths.astype(np.uint64)
+    worst = int(np.argmax(pixels))
+    if int(pixels[worst]) > MAX_PIXELS:
+        raise CacheCorruptError(
+            f"{field_dir}: image {worst} claims {int(heights[worst])}x{int(widths[worst])} "
+            f"pixels, more than the {MAX_PIXELS:,} a build accepts; the cache is damaged or "
+            f"was not written by slipstream: delete it and build again")
+    unknown = np.setdiff1d(np.unique(codecs), list(Codec.NAMES))
+    if len(unknown):
+        raise CacheCorruptError(
+            f"{field_dir}: unknown image codec {int(unknown[0])} (known: "
+            f"{sorted(Codec.NAMES)}); the cache is damaged or from a newer slipstream")
 
 
 class DerivedImageColumn(HeapColumn):
