@@ -108,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     n_files, n_bytes = tree_size(src)
 
     # load libturbojpeg (and the plugin host) before any timing
-    from slipstream.cache.images import turbojpeg_instance
+    from slipstream.cache.images import header_reader
     from slipstream.sources import open_source
 
-    turbojpeg_instance()
+    header_reader()
     open_source(str(src)).close()
 
     scratch = BENCH_DIR / "tmp"

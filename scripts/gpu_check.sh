@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The GPU checks, for a machine with CUDA and no network (a lent accelerator box):
 # the CUDA tests and a GPU throughput run. Uses the machine's own python3/torch.
-# Expects, carried in .gpu/: libturbojpeg.so.0 and site/turbojpeg.py (PyTurboJPEG).
+# Expects, carried in .gpu/: libturbojpeg.so.0 (e.g. the turbo3 wheel's libjpeg-turbo 3,
+# copied from .venv/lib/python3*/site-packages/turbojpeg.libs/).
 # Results go to ${OUT:-.bench}/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-.bench}
 mkdir -p "$out"
 export SLIPSTREAM_TURBOJPEG_LIB=$PWD/.gpu/libturbojpeg.so.0
-export PYTHONPATH=$PWD/.gpu/site${PYTHONPATH:+:$PYTHONPATH}
 python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . >"$out/pip.log" 2>&1 \
   || { echo "editable install failed"; tail -20 "$out/pip.log"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"

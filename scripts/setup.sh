@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras=("$@")
+# turbo3: libjpeg-turbo 3 from a wheel (partial JPEG decoding), where one exists
+extras=(turbo3 "$@")
 apt_packages=()
 # (no grep -q: with pipefail, grep quitting early would fail ldconfig with SIGPIPE)
 if ! ldconfig -p 2>/dev/null | grep 'libturbojpeg\.so' >/dev/null; then
@@ -42,7 +43,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   for plugin in plugins/*/; do
     pip -e "$plugin"
   done
-  .venv/bin/python -c "import slipstream, torch, zarr, turbojpeg" || {
+  .venv/bin/python -c "import slipstream, torch, zarr
+from slipstream.decode.libturbojpeg import library; library()" || {
     echo "setup: the install did not complete (see pip's messages above)" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi

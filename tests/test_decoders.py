@@ -81,7 +81,7 @@ from slipstream.decoders import ImageColumnView, PackedBytes
 from slipstream.sample_data import make_image_folder, natural_image
 from slipstream.transforms.base import BatchContext
 
-from .helpers import encode
+from .helpers import encode, set_jpeg_decode
 
 SEED = 1234
 
@@ -253,8 +253,12 @@ CROP_CASES = {
 }
 
 
+@pytest.mark.parametrize("decode", ["full", "partial"])
 @pytest.mark.parametrize("name", list(CROP_CASES))
-def test_crop_decoders_match_pillow(name, request):
+def test_crop_decoders_match_pillow(name, decode, request, monkeypatch):
+    """Both JPEG paths: whole-image decode then crop, and region-only decode
+    (tests/test_partial_decode.py)."""
+    set_jpeg_decode(monkeypatch, decode)
     fixture, make, must_cover, seeds = CROP_CASES[name]
     cache = request.getfixturevalue(fixture)
     cases = []
@@ -321,8 +325,9 @@ def _edge_position(profile: np.ndarray) -> float:
     return j + 0.5 + (mid - profile[j]) / (profile[j + 1] - profile[j])
 
 
+@pytest.mark.parametrize("decode", ["full", "partial"])
 @pytest.mark.parametrize("size,dct", [(460, 1), (224, 4), (112, 8)])
-def test_crop_lands_where_the_planned_box_says(edge_cache, size, dct):
+def test_crop_lands_where_the_planned_box_says(edge_cache, size, dct, decode, monkeypatch):
     """The edge at source column 200 must appear at output position
     ``(200 - left) * size / width`` of the box the decoder planned, whether or not DCT
     scaling is used (the centre crop here is (63, 63, 900, 900), not aligned to the 1/d
@@ -335,6 +340,7 @@ def test_crop_lands_where_the_planned_box_says(edge_cache, size, dct):
     """
     from slipstream.decode.pixels import dct_denominator
 
+    set_jpeg_decode(monkeypatch, decode)
     decoder = DecodeCenterCrop(size, ratio=EDGE_BOX_SIDE / EDGE_IMAGE)
     batch, boxes = decode_batch(edge_cache, decoder)
     top, left, h, w = (int(v) for v in boxes[0])

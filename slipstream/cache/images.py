@@ -7,11 +7,12 @@ import threading
 import warnings
 from dataclasses import dataclass
 
+from ..decode.libturbojpeg import JpegDecodeError, TurboDecoder
 from ..errors import SampleError
 from ..schema import RawImage
 from .layout import Codec
 
-__all__ = ["ImageInfo", "probe_image", "turbojpeg_instance"]
+__all__ = ["ImageInfo", "probe_image", "header_reader"]
 
 _JPEG_SOI = b"\xff\xd8\xff"
 # TurboJPEG colourspace codes (TJCS_*): CMYK and YCCK images can't be decoded to RGB
@@ -21,13 +22,12 @@ _TJCS_YCCK = 4
 _local = threading.local()
 
 
-def turbojpeg_instance():  # -> turbojpeg.TurboJPEG
-    """A per-thread TurboJPEG handle, with a precise error when libturbojpeg is missing."""
+def header_reader() -> TurboDecoder:
+    """This thread's TurboJPEG handle for reading headers (a precise error when
+    libturbojpeg is missing)."""
     tj = getattr(_local, "tj", None)
     if tj is None:
-        from ..decode.turbo import load_turbojpeg
-
-        tj = _local.tj = load_turbojpeg()
+        tj = _local.tj = TurboDecoder()
     return tj
 
 
@@ -58,12 +58,13 @@ def probe_image(value: bytes | RawImage | memoryview, name: str) -> ImageInfo:
         raise SampleError(f"{name}: the image file is empty (0 bytes)", path=name)
     if data.startswith(_JPEG_SOI):
         try:
-            width, height, _subsample, colorspace = turbojpeg_instance().decode_header(data)
-        except OSError:
+            head = header_reader().header(data)
+        except JpegDecodeError:
             pass  # libjpeg-turbo can't parse the header: let Pillow judge it below
         else:
-            if colorspace not in (_TJCS_CMYK, _TJCS_YCCK) and width > 0 and height > 0:
-                return _checked(ImageInfo(Codec.JPEG, int(height), int(width)), name)
+            if head.colorspace not in (_TJCS_CMYK, _TJCS_YCCK) and head.width > 0 \
+                    and head.height > 0:
+                return _checked(ImageInfo(Codec.JPEG, head.height, head.width), name)
     return _checked(_probe_with_pillow(data, name), name)
 
 

@@ -1,5 +1,5 @@
-"""Image decoding: JPEG through libjpeg-turbo, other formats through Pillow."""
+"""Per-sample decoding: libjpeg-turbo through ctypes, crop geometry, resizing, YUV 4:2:0."""
 
-from .turbo import load_turbojpeg
+from .turbo import TURBOJPEG_LIB_ENV
 
-__all__ = ["load_turbojpeg"]
+__all__ = ["TURBOJPEG_LIB_ENV"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import threading
 from collections.abc import Sequence
 
@@ -21,14 +22,41 @@ __all__ = [
     "thread_state",
     "decode_image",
     "crop_box",
+    "scaled_box",
     "decode_region",
     "crop_resize_into",
     "resize_into",
     "antialiased_resize",
     "dct_denominator",
+    "PARTIAL_DECODE_ENV",
+    "partial_decode",
 ]
 
 _DENOMS = (8, 4, 2)
+
+#: ``0`` turns partial JPEG decoding off (see :data:`partial_decode`); ``1`` or unset: on.
+PARTIAL_DECODE_ENV = "SLIPSTREAM_PARTIAL_DECODE"
+
+#: Whether :func:`decode_region` decodes only a JPEG crop's region when libturbojpeg has
+#: the TurboJPEG 3 API (same pixels, less work). ``None`` follows
+#: :data:`PARTIAL_DECODE_ENV`; ``True``/``False`` override it for this process (benchmarks
+#: compare both).
+partial_decode: bool | None = None
+
+
+def _partial_decode_on() -> bool:
+    if partial_decode is not None:
+        return partial_decode
+    value = os.environ.get(PARTIAL_DECODE_ENV) or "1"
+    if value not in ("0", "1"):
+        raise ValueError(f"{PARTIAL_DECODE_ENV}={value!r}: expected 0 (decode whole JPEGs) or "
+                         "1 (decode only the crop where libturbojpeg can)")
+    return value == "1"
+
+
+def _ends_at_eoi(data: np.ndarray) -> bool:
+    """The data's last bytes are JPEG's end-of-image marker: not visibly truncated."""
+    return data.nbytes >= 2 and data[-2] == 0xFF and data[-1] == 0xD9
 
 
 class ThreadState:
@@ -112,14 +140,23 @@ def decode_image(state: ThreadState, data: np.ndarray, codec: int, height: int, 
     raise ValueError(f"unknown image codec {codec}")
 
 
-def crop_box(img: np.ndarray, box: np.ndarray | Sequence[int], denom: int) -> np.ndarray:
-    """The pixels of ``box`` (full-resolution coordinates) in an image decoded at 1/denom."""
+def scaled_box(box: np.ndarray | Sequence[int], denom: int, scaled_h: int,
+               scaled_w: int) -> tuple[int, int, int, int]:
+    """``box`` (full-resolution ``(top, left, height, width)``) on the grid of the image
+    decoded at 1/denom (``scaled_h x scaled_w``): rounded outwards, clipped to the image."""
     top, left, h, w = (int(v) for v in box)
     if denom == 1:
-        return img[top : top + h, left : left + w]
-    y1 = min(img.shape[0], -(-(top + h) // denom))
-    x1 = min(img.shape[1], -(-(left + w) // denom))
-    return img[top // denom : y1, left // denom : x1]
+        return top, left, h, w
+    y0, x0 = top // denom, left // denom
+    y1 = min(scaled_h, -(-(top + h) // denom))
+    x1 = min(scaled_w, -(-(left + w) // denom))
+    return y0, x0, y1 - y0, x1 - x0
+
+
+def crop_box(img: np.ndarray, box: np.ndarray | Sequence[int], denom: int) -> np.ndarray:
+    """The pixels of ``box`` (full-resolution coordinates) in an image decoded at 1/denom."""
+    top, left, h, w = scaled_box(box, denom, img.shape[0], img.shape[1])
+    return img[top : top + h, left : left + w]
 
 
 def crop_resize_into(state: ThreadState, data: np.ndarray, codec: int, height: int,
@@ -150,12 +187,23 @@ def decode_region(
 ) -> np.ndarray:
     """The RGB pixels of ``box`` (or the whole image), possibly DCT-downscaled so that the
     region is still at least ``out_h x out_w``. A view into scratch memory: use it
-    before the next call on this thread."""
+    before the next call on this thread.
+
+    A JPEG crop decodes only its region when :data:`partial_decode` allows and the
+    library can (same pixels), except with ``fast`` (see
+    :meth:`~slipstream.decode.libturbojpeg.TurboDecoder.decode_region_rgb`). Data that
+    does not end at the end-of-image marker (truncated, or followed by other bytes) is
+    decoded whole, so that truncation is an error whichever crop is asked for.
+    """
     if box is None:
         return decode_image(state, data, codec, height, width)
     d = 1
     if codec == Codec.JPEG and out_h and out_w:
         d = dct_denominator(int(box[2]), int(box[3]), out_h, out_w)
+    if (codec == Codec.JPEG and not fast and state.turbo.supports_crop
+            and _partial_decode_on() and _ends_at_eoi(data)):
+        region = scaled_box(box, d, scaled_size(height, d), scaled_size(width, d))
+        return state.turbo.decode_region_rgb(data, region, d, state.scratch)
     return crop_box(decode_image(state, data, codec, height, width, d, fast), box, d)
 
 
