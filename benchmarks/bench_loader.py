@@ -548,6 +548,27 @@ def rrc_rounds(cache: Any, root: Path, args: argparse.Namespace, device: Any,
             "min_ratio": min(ratios), "max_ratio": max(ratios)}
 
 
+def partial_vs_whole(cache: Any, args: argparse.Namespace, device: Any,
+                     results: dict[str, Any]) -> dict[str, Any]:
+    """slipstream RRC decoding only each crop's region (TurboJPEG 3) vs the whole image,
+    same library, same run (``pixels.partial_decode`` switched off for the second)."""
+    from slipstream.decode import pixels
+
+    if not library_can_crop():
+        return {"available": False}
+    saved = pixels.partial_decode
+    pixels.partial_decode = False
+    try:
+        whole = bench_slipstream(cache, "rrc", args, device)["images_per_s"]
+    finally:
+        pixels.partial_decode = saved
+    partial = results["slipstream"]["rrc"]["images_per_s"]
+    log(f"  RRC decoding the crop's region {partial:,.0f} vs the whole image {whole:,.0f} "
+        f"images/s = {partial / whole:.2f}x")
+    return {"available": True, "region_images_per_s": partial, "whole_images_per_s": whole,
+            "region_over_whole": round(partial / whole, 3)}
+
+
 # -- first batch latency, and memory ---------------------------------------------------------
 def bench_first_batch(root: Path, args: argparse.Namespace, trials: int = 3) -> dict[str, Any]:
     """Seconds from ``iter(loader)`` to its first RRC batch, the cache built already.
@@ -642,6 +663,13 @@ def _run(cmd: list[str]) -> str | None:
         return None
 
 
+def library_can_crop() -> bool:
+    """Whether the loaded libturbojpeg has the TurboJPEG 3 API (region decoding)."""
+    from slipstream.decode.libturbojpeg import TurboDecoder
+
+    return TurboDecoder().supports_crop
+
+
 def machine_info() -> dict[str, Any]:
     import cv2
     import PIL
@@ -668,7 +696,13 @@ def machine_info() -> dict[str, Any]:
     if out:
         m = re.search(r"^Version:\s*(.+)$", out, re.M)
         turbo = m.group(1).strip() if m else None
+    from slipstream.decode import libturbojpeg, pixels
+
+    libturbojpeg.library()
+    loaded = {"path": libturbojpeg._lib_path, "tj3_api": library_can_crop(),
+              "partial_decode": pixels._partial_decode_on()}
     return {
+        "libturbojpeg_loaded": loaded,
         "cpu": cpu, "cores": os.cpu_count(), "usable_cores": cpu_count(), "ram_gb": ram_gb,
         "platform": platform.platform(),
         "versions": {
@@ -713,6 +747,12 @@ def print_report(res: dict[str, Any]) -> None:
             f"{f['decode_all_images_per_s']:>8,.0f}  = {f['fused_over_decode_all']:.2f}x   "
             f"slipstream {f['slipstream_images_per_s']:>8,.0f}   (DCT scaling on "
             f"{100 * f['dct_scaled_fraction']:.0f}% of crops)")
+    pd = res["partial_decode"]
+    if pd.get("available"):
+        log("")
+        log(f"RRC 224, slipstream decoding each crop's region (TurboJPEG 3) "
+            f"{pd['region_images_per_s']:,.0f} vs the whole image "
+            f"{pd['whole_images_per_s']:,.0f} images/s = {pd['region_over_whole']:.2f}x")
     rounds = res["rrc_rounds"]
     log("")
     log(f"RRC slipstream / torch+PIL over {len(rounds['ratios'])} paired runs: "
@@ -852,6 +892,7 @@ def main(argv: list[str] | None = None) -> int:
     assert memcpy is not None
 
     res["rrc_rounds"] = rrc_rounds(cache, root, args, device, res["results"])
+    res["partial_decode"] = partial_vs_whole(cache, args, device, res["results"])
 
     fused: dict[str, Any] = {}
     for name, c in (("imagenet_like", cache), ("large_photos", large)):
