@@ -151,6 +151,26 @@ def library() -> ctypes.CDLL:
         return _lib
 
 
+_quick: ctypes.PyDLL | None = None
+
+
+def quick_library() -> ctypes.PyDLL:
+    """The same library for the microsecond calls (header, parameters, errors), which
+    keep the GIL: a ctypes ``CDLL`` call releases it and must win it back, and with many
+    decode threads each such round trip can wait a whole switch interval (measured: a
+    region decode made of seven GIL-releasing calls ran at 0.7x a whole-image decode on
+    16 threads). Only the decode itself goes through :func:`library`."""
+    global _quick
+    lib = library()
+    with _lib_lock:
+        if _quick is None:
+            quick = ctypes.PyDLL(_lib_path or "")
+            if hasattr(lib, "tj3Init"):
+                _tj3.declare(quick)
+            _quick = quick
+        return _quick
+
+
 def library_path() -> str:
     """The file (or linker name) :func:`library` loaded."""
     library()
@@ -200,6 +220,7 @@ class TurboDecoder:
         #: The library can decode a region (TurboJPEG 3 API).
         self.supports_crop = hasattr(self._lib, "tj3Init")
         self._handle3: int | None = None
+        self._quick = quick_library()
 
     def _check(self, rc: int, what: str) -> None:
         if rc == 0:
@@ -210,8 +231,8 @@ class TurboDecoder:
     def _check3(self, rc: int, what: str) -> None:
         if rc == 0:
             return
-        _raise_unless_ok(what, self._lib.tj3GetErrorCode(self._handle3),
-                         self._lib.tj3GetErrorStr(self._handle3))
+        _raise_unless_ok(what, self._quick.tj3GetErrorCode(self._handle3),
+                         self._quick.tj3GetErrorStr(self._handle3))
 
     def header(self, data: np.ndarray | bytes) -> JpegHeader:
         buf = np.frombuffer(data, np.uint8) if isinstance(data, bytes) else data
@@ -266,7 +287,7 @@ class TurboDecoder:
             y0, x0, wh, ww = _tj3.decode_window(region, sh, sw, imcu)
         out = scratch(wh, ww)
         rc = self._decompress3(data, _tj3.Region(x0, y0, ww, wh), out)
-        if rc and x0 and b"Unexplained mismatch" in self._lib.tj3GetErrorStr(self._handle3):
+        if rc and x0 and b"Unexplained mismatch" in self._quick.tj3GetErrorStr(self._handle3):
             # TurboJPEG names the subsampling from the components' relative sampling, but
             # libjpeg crops on its real iMCU columns (2x1 sampling in all three
             # components is "4:4:4" with 16-pixel columns): decode whole rows instead
@@ -280,7 +301,7 @@ class TurboDecoder:
     def _header3(self, data: np.ndarray, denom: int) -> tuple[int, int, int | None]:
         """Read the header into the tj3 handle and set the scaling: the scaled height and
         width, and the scaled iMCU width (``None`` if TurboJPEG cannot crop it)."""
-        lib, handle = self._lib, self._handle3
+        lib, handle = self._quick, self._handle3
         self._check3(lib.tj3DecompressHeader(handle, data.ctypes.data, data.nbytes),
                      "reading the JPEG header")
         self._check3(lib.tj3SetScalingFactor(handle, _tj3.ScalingFactor(1, denom)),
@@ -291,7 +312,7 @@ class TurboDecoder:
 
     def _decompress3(self, data: np.ndarray, window: _tj3.Region, out: np.ndarray) -> int:
         """Decode ``window`` into ``out``; the return code, for :meth:`_check3`."""
-        self._check3(self._lib.tj3SetCroppingRegion(self._handle3, window),
+        self._check3(self._quick.tj3SetCroppingRegion(self._handle3, window),
                      f"cropping the JPEG to x={window.x} y={window.y} w={window.w} h={window.h}")
         return int(self._lib.tj3Decompress8(self._handle3, data.ctypes.data, data.nbytes,
                                             out.ctypes.data, out.strides[0], TJPF_RGB))
