@@ -50,8 +50,8 @@ def bench(session: nox.Session) -> None:
 
     Writes ``.bench/bench_loader.json``, ``.bench/bench_build.json``,
     ``.bench/bench_pull.json``, ``.bench/bench_yuv.json``, ``.bench/bench_presets.json``,
-    ``.bench/bench_soak.json``, ``.bench/bench_partial.json`` and the chart ``docs/benchmarks.png``. ``nox -s bench -- --quick`` runs small smoke
-    versions (results in ``.bench/*-quick.*``); other arguments go to ``bench_loader.py``.
+    ``.bench/bench_soak.json``, ``.bench/bench_partial.json`` and the chart
+    ``docs/benchmarks.png``. ``nox -s bench -- --quick`` runs small smoke versions (results in ``.bench/*-quick.*``); other arguments go to ``bench_loader.py``.
     """
     _setup(session, "dev")  # matplotlib, for the chart
     quick = "--quick" in session.posargs
@@ -69,6 +69,17 @@ def bench(session: nox.Session) -> None:
     run("bench_presets", *(["--images", "400", "--measure", "256"] if quick else []))
     run("bench_soak", *(["--images", "400", "--epochs", "4"] if quick else []))
     run("bench_partial", *(["--images", "400", "--epochs", "1"] if quick else []))
+
+
+@nox.session(venv_backend="none")
+def fuzz(session: nox.Session) -> None:
+    """The parser fuzzing of tests/test_fuzz_parsers.py, longer: 5,000 random examples per
+    parser (CI runs 200, derandomized). ``nox -s fuzz -- N`` sets another count."""
+    _setup(session, "test")
+    examples = session.posargs[0] if session.posargs else "5000"
+    session.run(PY, "-m", "pytest", "tests/test_fuzz_parsers.py", "-p", "no:cacheprovider",
+                "-k", "not refuses and not utf8", external=True,
+                env={"SLIPSTREAM_FUZZ_EXAMPLES": examples})
 
 
 @nox.session(venv_backend="none")

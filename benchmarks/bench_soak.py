@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     s, a, e = res["start"], res["after_first_epoch"], res["end"]
     print(f"\n{'':24}{'start':>10}{'after epoch 1':>15}{'end':>10}")
     for key, label in [("rss_mb", "RSS (MB)"), ("hwm_mb", "peak RSS (MB)"),
-                       ("anon_mb", "anonymous (MB)"), ("python_threads", "Python threads"), ("threads", "OS threads"),
+                       ("anon_mb", "anonymous (MB)"), ("python_threads", "Python threads"),
+                       ("threads", "OS threads"),
                        ("open_fds", "open descriptors"),
                        ("open_regular_files", "open regular files")]:
         print(f"{label:24}{s[key]:>10}{a[key]:>15}{e[key]:>10}")

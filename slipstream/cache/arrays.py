@@ -196,37 +196,85 @@ def _hash_zeros(h: Any, n: int) -> None:
         n -= take
 
 
+#: The Zarr data types a cache's arrays use (docs/cache-format.md, section 6).
+DATA_TYPES = ("uint8", "uint32", "uint64", "int64", "float64")
+
+
+def _damaged(what: str) -> CacheCorruptError:
+    return CacheCorruptError(f"{what}: the cache is damaged or was not written by slipstream; "
+                             f"run `slipstream verify`, then delete it and build it again")
+
+
 def array_meta(array_dir: Path) -> tuple[int, int, np.dtype[Any]]:
+    """``(length, chunk length, dtype)`` of a cache array, checked to be one slipstream
+    writes: 1-D, uncompressed little-endian bytes of a type in :data:`DATA_TYPES`."""
     import json
 
-    meta = json.loads((array_dir / "zarr.json").read_bytes())
+    where = array_dir / "zarr.json"
+    try:
+        meta = json.loads(where.read_bytes())
+    except (OSError, ValueError, RecursionError) as exc:
+        raise _damaged(f"{where} is missing or not JSON ({type(exc).__name__}: {exc})") from exc
     try:
         (length,) = meta["shape"]
         (chunk,) = meta["chunk_grid"]["configuration"]["chunk_shape"]
-        dtype = np.dtype(meta["data_type"]).newbyteorder("<")
+        data_type = meta["data_type"]
+        codecs = meta["codecs"]
     except (KeyError, TypeError, ValueError) as exc:
-        raise CacheCorruptError(f"{array_dir}/zarr.json is not a 1-D array's metadata") from exc
-    return int(length), int(chunk), dtype
+        raise _damaged(f"{where} is not a 1-D array's metadata ({type(exc).__name__}: "
+                       f"{exc})") from exc
+    if not (_is_count(length) and _is_count(chunk) and chunk > 0):
+        raise _damaged(f"{where}: shape [{length!r:.40}] with chunks of [{chunk!r:.40}]; "
+                       f"expected a length >= 0 and a chunk length >= 1")
+    if data_type not in DATA_TYPES:
+        raise _damaged(f"{where}: data type {data_type!r:.40}; expected one of {DATA_TYPES}")
+    dtype = np.dtype(data_type).newbyteorder("<")
+    little = [{"name": "bytes", "configuration": {"endian": "little"}}]
+    if codecs != little and not (dtype.itemsize == 1 and codecs == [{"name": "bytes"}]):
+        raise _damaged(f"{where}: codecs {codecs!r:.80}; slipstream reads uncompressed "
+                       f"little-endian arrays only")
+    return length, chunk, dtype
 
 
-def read_array(array_dir: Path) -> np.ndarray:
-    """Read a whole (small) array into memory."""
-    length, chunk, dtype = array_meta(array_dir)
-    out = np.zeros(length, dtype)
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def read_array(array_dir: Path, dtype: Any = None) -> np.ndarray:
+    """Read a whole (small) array into memory; ``dtype``, when given, is the one it must
+    have. Every chunk file must be there and hold its values: what the metadata claims
+    is checked against the files before anything is allocated."""
+    length, chunk, found = array_meta(array_dir)
+    if dtype is not None and found != np.dtype(dtype).newbyteorder("<"):
+        raise _damaged(f"{array_dir}/zarr.json: data type {found}, expected {np.dtype(dtype)}")
+    parts = []
     for c, start in enumerate(range(0, length, chunk)):
         path = _chunk_path(array_dir, c)
+        need = min(chunk, length - start)
         try:
-            data = np.fromfile(path, dtype=dtype)
-        except FileNotFoundError:
-            continue  # Zarr omits chunks equal to the fill value
-        stop = min(start + chunk, length)
-        if len(data) < stop - start:
-            raise CacheCorruptError(
-                f"{path} holds {len(data)} values, expected {chunk}: the cache is damaged; "
-                f"run `slipstream verify` and rebuild it"
-            )
-        out[start:stop] = data[: stop - start]
-    return out
+            size = os.stat(path).st_size
+            if size < need * found.itemsize:
+                raise _damaged(f"{path} holds {size // found.itemsize} values, expected {need}")
+            parts.append(np.fromfile(path, dtype=found, count=need))
+        except OSError as exc:  # a missing chunk is damage: writers write them all
+            raise _damaged(f"{path}: chunk {c} of {array_dir} is unreadable ({exc})") from exc
+    return np.concatenate(parts) if parts else np.zeros(0, found)
+
+
+def _check_extents(array_dir: Path, offsets: np.ndarray, sizes: np.ndarray, length: int) -> None:
+    """Every value ``[offsets[i], offsets[i] + sizes[i])`` must lie inside the heap."""
+    if not (offsets.ndim == sizes.ndim == 1 and len(offsets) == len(sizes)
+            and offsets.dtype.kind in "ui" and sizes.dtype.kind in "ui"):
+        raise _damaged(f"{array_dir}: {len(offsets)} {offsets.dtype} offsets for "
+                       f"{len(sizes)} {sizes.dtype} sizes; expected as many unsigned integers")
+    if not len(offsets):
+        return
+    # compared before adding, so that huge or negative values cannot wrap around
+    if (int(offsets.min()) < 0 or int(sizes.min()) < 0 or int(offsets.max()) > length
+            or int(sizes.max()) > length
+            or int((offsets.astype(np.uint64) + sizes.astype(np.uint64)).max()) > length):
+        raise _damaged(f"{array_dir}: offsets and sizes point past the heap's end "
+                       f"({length} bytes)")
 
 
 class ByteHeap:
@@ -234,26 +282,29 @@ class ByteHeap:
 
     def __init__(self, array_dir: Path, offsets: np.ndarray, sizes: np.ndarray) -> None:
         self.array_dir = array_dir
-        self.length, self.chunk_bytes, _ = array_meta(array_dir)
+        self.length, self.chunk_bytes, dtype = array_meta(array_dir)
+        if dtype != np.uint8:
+            raise _damaged(f"{array_dir}: a heap of {dtype}, expected uint8")
+        _check_extents(array_dir, offsets, sizes, self.length)
         self.offsets = offsets
         self.sizes = sizes
         n_chunks = -(-self.length // self.chunk_bytes) if self.length else 0
         self._views: list[np.ndarray] = []
         #: each chunk file's identity when it was mapped: see :meth:`changed_chunks`
         self._stamps: list[tuple[int, int, int] | None] = []
-        for c in range(n_chunks):
+        for c in range(n_chunks):  # stops at the first missing chunk: bounded by the files
             path = _chunk_path(array_dir, c)
-            view = map_readonly(path)
-            self._stamps.append(file_stamp(path))
+            try:
+                view = map_readonly(path)
+                self._stamps.append(file_stamp(path))
+            except OSError as exc:
+                raise _damaged(f"{path}: chunk {c} of the heap is unreadable ({exc})") from exc
             if len(view) < min(self.chunk_bytes, self.length - c * self.chunk_bytes):
                 raise CacheCorruptError(
                     f"{path} is {len(view)} bytes, shorter than its chunk: the cache is damaged; "
                     f"run `slipstream verify` and rebuild it"
                 )
             self._views.append(view)
-        end = offsets.astype(np.int64) + sizes
-        if len(end) and int(end.max()) > self.length:
-            raise CacheCorruptError(f"{array_dir}: offsets point past the heap's end")
 
     def __len__(self) -> int:
         return len(self.offsets)

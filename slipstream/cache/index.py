@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..errors import CacheCorruptError
 from ..schema import FieldKind
 from .additions import add_group
 from .arrays import read_array, write_array
@@ -60,8 +61,40 @@ class FieldIndex:
                 f"cache {cache.key} has no index for {field!r} (it has "
                 f"{list(cache.index_names)}); create one with write_index(cache, fields=[{field!r}])"
             )
-        return cls(field, read_array(d / "values"), read_array(d / "offsets"),
-                   read_array(d / "samples"))
+        dtype = np.float64 if cache.field(field).kind is FieldKind.FLOAT else np.int64
+        index = cls(field, read_array(d / "values", dtype), read_array(d / "offsets", np.int64),
+                    read_array(d / "samples", np.int64))
+        index._check(d, len(cache))
+        return index
+
+    def _check(self, where: Path, num_samples: int) -> None:
+        """Refuse an index no ``write_index`` writes (docs/cache-format.md, section 9):
+        ``samples_for`` slices by ``offsets`` and callers index samples by its values."""
+        values, offsets, samples = self.values, self.offsets, self.samples
+        problem = None
+        if len(offsets) != len(values) + 1 or len(samples) != num_samples:
+            problem = (f"{len(values)} values, {len(offsets)} offsets and {len(samples)} "
+                       f"samples for {num_samples} samples")
+        elif offsets[0] != 0 or offsets[-1] != num_samples or np.any(np.diff(offsets) < 0):
+            problem = "its offsets do not run from 0 to the number of samples"
+        elif not _ascending(values):
+            problem = "its values are not distinct and ascending"
+        elif len(samples) and (samples.min() < 0 or samples.max() >= num_samples
+                               or np.any(np.bincount(samples, minlength=num_samples) != 1)):
+            problem = "its samples are not each sample once"
+        if problem:
+            raise CacheCorruptError(f"{where}: {problem}; the index is damaged: delete the "
+                                    f"cache and build it again")
+
+
+def _ascending(values: np.ndarray) -> bool:
+    """Distinct and ascending, as ``np.unique`` returns them (one NaN, last, allowed)."""
+    if values.dtype.kind == "f":
+        nan = np.isnan(values)
+        if nan.any() and (nan.sum() > 1 or not nan[-1]):
+            return False
+        values = values[~nan]
+    return bool(np.all(values[1:] > values[:-1]))
 
 
 def write_index(cache: Cache, fields: Sequence[str] = ("label",)) -> dict[str, FieldIndex]:

@@ -27,6 +27,7 @@ __all__ = [
     "group_metadata",
     "read_manifest",
     "read_attrs",
+    "check_attrs",
     "write_root_metadata",
     "FileLedger",
 ]
@@ -60,7 +61,7 @@ def is_complete(path: str | os.PathLike[str]) -> bool:
     try:
         meta = json.loads((Path(path) / MANIFEST_NAME).read_bytes())
         return isinstance(meta["attributes"][ATTRS_KEY]["files"], dict)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return False
 
 
@@ -95,16 +96,18 @@ def read_attrs(cache_dir: Path) -> dict[str, Any]:
         meta = json.loads(meta_path.read_bytes())
     except FileNotFoundError as exc:
         raise CacheNotFoundError(f"{cache_dir} is not a slipstream cache: no zarr.json") from exc
-    except ValueError as exc:
-        raise CacheCorruptError(f"{meta_path} is not valid JSON ({exc}); rebuild the cache") from exc
-    attrs = meta.get("attributes", {}).get(ATTRS_KEY) if isinstance(meta, dict) else None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise CacheCorruptError(f"{meta_path} is not readable JSON ({type(exc).__name__}: "
+                                f"{exc}); rebuild the cache") from exc
+    group_attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    attrs = group_attrs.get(ATTRS_KEY) if isinstance(group_attrs, dict) else None
     if not isinstance(attrs, dict):
         raise CacheFormatError(
             f"{cache_dir} is a Zarr group but not a slipstream cache: its attributes have no "
             f"{ATTRS_KEY!r} entry"
         )
     version = attrs.get("format_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise CacheFormatError(
             f"{cache_dir}: the cache records no integer format_version (got {version!r}); "
             f"rebuild it with `slipstream build`"
@@ -127,7 +130,73 @@ def read_manifest(cache_dir: Path) -> dict[str, Any]:
             f"{cache_dir} is not a complete cache: its metadata has no manifest (a build that "
             f"did not finish, or not a slipstream cache); delete it and build again"
         )
+    check_attrs(cache_dir, attrs)
     return attrs
+
+
+def check_attrs(cache_dir: Path, attrs: Mapping[str, Any]) -> None:
+    """Refuse root attributes no build writes (section 4 of docs/cache-format.md): every
+    value a reader uses has its type and range, every path stays inside the cache."""
+    from ..schema import Field
+
+    def bad(what: str) -> CacheCorruptError:
+        return CacheCorruptError(
+            f"{cache_dir / MANIFEST_NAME}: {what}; the cache's metadata is damaged or was not "
+            f"written by slipstream: delete the cache and build it again")
+
+    key = attrs.get("key")
+    if not isinstance(key, str) or not _is_name(key):
+        raise bad(f"key {key!r:.80} is not a cache key")
+    n = attrs.get("num_samples")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise bad(f"num_samples {n!r:.40} is not a count")
+    fields = attrs.get("fields")
+    if not isinstance(fields, list) or not fields:
+        raise bad(f"fields {fields!r:.80} is not a list of fields")
+    try:
+        parsed = [Field.from_json(f) for f in fields]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise bad(f"a field is unreadable ({type(exc).__name__}: {exc})") from exc
+    names = [f.name for f in parsed]
+    if len(set(names)) != len(names) or INDEXES_GROUP in names:
+        raise bad(f"fields {names} repeat a name or use {INDEXES_GROUP!r}")
+    if not isinstance(attrs.get("image_format", ""), str):
+        raise bad(f"image_format {attrs['image_format']!r:.40} is not a string")
+    for name in ("source", "field_info"):
+        if not isinstance(attrs.get(name, {}), dict):
+            raise bad(f"{name} {attrs[name]!r:.40} is not an object")
+    images = {f.name for f in parsed if f.kind.value == "image"}
+    for list_key, valid in (("indexes", set(names).__contains__),
+                            ("derived", lambda e: e.partition("/")[0] in images
+                             and _is_name(e.partition("/")[2]))):
+        entries = attrs.get(list_key, [])
+        if not isinstance(entries, list) or not all(
+                isinstance(e, str) and valid(e) for e in entries):
+            raise bad(f"{list_key} {entries!r:.80} lists something that is not in the cache")
+    problem = manifest_problem(attrs["files"])
+    if problem:
+        raise bad(problem)
+
+
+def manifest_problem(files: Mapping[str, Any]) -> str | None:
+    """What is wrong with a manifest's ``files`` table, or None: every path must stay
+    inside the cache, every entry be ``{"size": int >= 0, "sha256": str}``. Manifests
+    come from shared storage too, so this is checked before any path is used."""
+    for rel, entry in files.items():
+        parts = rel.split("/") if isinstance(rel, str) else [""]
+        if rel == MANIFEST_NAME or not all(_is_name(p) for p in parts):
+            return f"the manifest lists {rel!r:.80}, not a relative path inside the cache"
+        size = entry.get("size") if isinstance(entry, dict) else None
+        if (not isinstance(size, int) or isinstance(size, bool) or size < 0
+                or not isinstance(entry.get(CHECKSUM), str)):
+            return (f"the manifest entry of {rel!r} is {entry!r:.80}, expected "
+                    f"{{'size': int >= 0, {CHECKSUM!r}: str}}")
+    return None
+
+
+def _is_name(part: str) -> bool:
+    """A single path component: no separator, not empty, ``.`` or ``..``."""
+    return part not in ("", ".", "..") and "/" not in part and "\\" not in part
 
 
 def write_root_metadata(cache_dir: Path, attrs: dict[str, Any]) -> None:

@@ -24,9 +24,8 @@ class HeapColumn:
 
     def __init__(self, field_dir: Path, kind: FieldKind) -> None:
         self.kind = kind
-        self.heap = ByteHeap(
-            field_dir / "heap", read_array(field_dir / "offsets"), read_array(field_dir / "sizes")
-        )
+        self.heap = ByteHeap(field_dir / "heap", read_array(field_dir / "offsets", np.uint64),
+                             read_array(field_dir / "sizes", np.uint32))
 
     def __len__(self) -> int:
         return len(self.heap)
@@ -42,8 +41,16 @@ class HeapColumn:
         return self.heap.gather(indices)
 
     def value(self, i: int) -> Any:
-        data = self.heap.view(i)
-        return data.tobytes().decode("utf-8") if self.kind is FieldKind.STR else data.tobytes()
+        data = self.heap.view(i).tobytes()
+        if self.kind is not FieldKind.STR:
+            return data
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CacheCorruptError(
+                f"{self.heap.array_dir.parent}: value {i} is not UTF-8 text ({exc}); the cache "
+                f"is damaged: run `slipstream verify`, then delete it and build it again"
+            ) from exc
 
     def values(self, indices: np.ndarray | list[int]) -> list[Any]:
         return [self.value(int(i)) for i in indices]
@@ -57,9 +64,9 @@ class ImageColumn(HeapColumn):
 
     def __init__(self, field_dir: Path) -> None:
         super().__init__(field_dir, FieldKind.IMAGE)
-        self.heights = read_array(field_dir / "heights")
-        self.widths = read_array(field_dir / "widths")
-        self.codecs = read_array(field_dir / "codecs")
+        self.heights = read_array(field_dir / "heights", np.uint32)
+        self.widths = read_array(field_dir / "widths", np.uint32)
+        self.codecs = read_array(field_dir / "codecs", np.uint8)
         _check_image_table(field_dir, self.heights, self.widths, self.codecs, len(self))
 
     def value(self, i: int) -> Any:
@@ -98,6 +105,10 @@ class DerivedImageColumn(HeapColumn):
 
     def __init__(self, field_dir: Path, base: ImageColumn, codec: int) -> None:
         super().__init__(field_dir, FieldKind.IMAGE)
+        if len(self) != len(base):
+            raise CacheCorruptError(
+                f"{field_dir}: {len(self)} images, but {len(base)} in {field_dir.parent}; the "
+                f"cache is damaged: run `slipstream verify`, then delete it and build it again")
         self.heights = base.heights
         self.widths = base.widths
         self.codecs = np.full(len(base), codec, np.uint8)
@@ -158,7 +169,7 @@ class Cache:
             elif f.kind in (FieldKind.STR, FieldKind.BYTES):
                 col = HeapColumn(d, f.kind)
             else:
-                col = read_array(d)
+                col = read_array(d, np.float64 if f.kind is FieldKind.FLOAT else np.int64)
                 col.flags.writeable = False
             if len(col) != self.num_samples:
                 raise CacheError(f"{d}: {len(col)} values, expected {self.num_samples}")

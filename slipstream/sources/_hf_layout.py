@@ -92,8 +92,11 @@ def _saved_dict(files: Mapping[str, Any], read_text: Callable[[str], str],
                 where: str) -> HFLayout:
     try:
         splits = json.loads(read_text("dataset_dict.json"))["splits"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SourceDetectionError(f"{where}/dataset_dict.json: unreadable ({exc})") from exc
+        if not isinstance(splits, list) or not all(_is_relpath(s) for s in splits):
+            raise TypeError(f"'splits' is {splits!r:.80}, not a list of split names")
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise SourceDetectionError(f"{where}/dataset_dict.json: unreadable ({exc}); expected "
+                                   f"the file datasets' save_to_disk writes") from exc
     layout = HFLayout("arrow")
     for split in splits:
         state = f"{split}/state.json"
@@ -107,14 +110,24 @@ def _saved_dict(files: Mapping[str, Any], read_text: Callable[[str], str],
 
 def _arrow_files(state_text: str, prefix: str, where: str) -> list[str]:
     try:
-        state = json.loads(state_text)
-        return [prefix + str(f["filename"]) for f in state["_data_files"]]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SourceDetectionError(f"{where}/{prefix}state.json: unreadable ({exc})") from exc
+        names = [f["filename"] for f in json.loads(state_text)["_data_files"]]
+        if not all(_is_relpath(n) for n in names):
+            raise ValueError(f"data files {names!r:.80} are not paths inside the dataset")
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise SourceDetectionError(f"{where}/{prefix}state.json: unreadable ({exc}); expected "
+                                   f"the file datasets' save_to_disk writes") from exc
+    return [prefix + n for n in names]
 
 
 def _saved_split(state_text: str) -> str:
-    return str(json.loads(state_text).get("_split") or "train")
+    state = json.loads(state_text)  # read by _arrow_files first: an object
+    return str(state.get("_split") or "train")
+
+
+def _is_relpath(value: Any) -> bool:
+    """A relative path that stays inside the dataset (no ``..``, not absolute)."""
+    return (isinstance(value, str) and bool(value) and not value.startswith("/")
+            and "\\" not in value and ".." not in value.split("/"))
 
 
 def _readme_configs(read_text: Callable[[str], str],
@@ -132,31 +145,47 @@ def _readme_configs(read_text: Callable[[str], str],
             f"pip install 'slipstream[hf]'") from exc
     try:
         header = yaml.safe_load(match.group(1)) or {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # ValueError: a bad date
         raise SourceDetectionError(f"{where}/README.md: unreadable YAML header ({exc})") from exc
+    configs = header.get("configs") if isinstance(header, dict) else None
+    if configs is not None and not isinstance(configs, list):
+        raise _bad_configs(where, f"configs is {configs!r:.80}, not a list")
     out: dict[str, dict[str, list[str]]] = {}
-    for entry in header.get("configs") or []:
+    for entry in configs or []:
+        if not isinstance(entry, dict):
+            raise _bad_configs(where, f"a config is {entry!r:.80}, not a mapping")
         name = str(entry.get("config_name", DEFAULT_CONFIG))
         data_files = entry.get("data_files")
         splits: dict[str, list[str]] = {}
         if isinstance(data_files, (str, list)) and not _is_split_list(data_files):
-            splits["train"] = _patterns(data_files)
+            splits["train"] = _patterns(data_files, where)
         elif isinstance(data_files, list):
             for item in data_files:
-                splits.setdefault(str(item["split"]), []).extend(_patterns(item["path"]))
+                if "split" not in item or "path" not in item:
+                    raise _bad_configs(where, f"{item!r:.80} has no 'split' and 'path'")
+                splits.setdefault(str(item["split"]), []).extend(_patterns(item["path"], where))
         elif isinstance(data_files, dict):
             for split, paths in data_files.items():
-                splits[str(split)] = _patterns(paths)
+                splits[str(split)] = _patterns(paths, where)
         out[name] = splits
     return out or None
+
+
+def _bad_configs(where: str, what: str) -> SourceDetectionError:
+    return SourceDetectionError(
+        f"{where}/README.md: unreadable configs in the YAML header ({what}); expected what "
+        f"push_to_hub writes: configs: [{{config_name: NAME, data_files: [{{split: SPLIT, "
+        f"path: PATTERN}}, ...]}}]")
 
 
 def _is_split_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, dict) for v in value)
 
 
-def _patterns(value: Any) -> list[str]:
-    values = [value] if isinstance(value, str) else list(value)
+def _patterns(value: Any, where: str) -> list[str]:
+    if not isinstance(value, (str, list)):
+        raise _bad_configs(where, f"data file patterns {value!r:.80} are not text or a list")
+    values = [value] if isinstance(value, str) else value
     return [str(v).lstrip("./") for v in values]
 
 

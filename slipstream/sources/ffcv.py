@@ -30,6 +30,7 @@ Custom fields (type id 255) are refused with an error naming them.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -77,7 +78,7 @@ class _FieldSpec:
     @property
     def array_bytes(self) -> int:
         assert self.dtype is not None and self.shape is not None
-        return int(np.dtype(self.dtype).itemsize * int(np.prod(self.shape)))
+        return np.dtype(self.dtype).itemsize * math.prod(self.shape)
 
 
 class FFCVSource(Source):
@@ -96,12 +97,17 @@ class FFCVSource(Source):
             raise SourceDetectionError(f"{self._where}: a directory, not an FFCV .beton file")
         self._info = info
         self._size = int(info.get("size") or 0)
-        header = self._parse_header()
-        self._num_samples = int(header["num_samples"])
-        self._page_size = int(header["page_size"])
-        self._specs = self._parse_fields(int(header["num_fields"]))
-        self._metadata = self._read_metadata()
-        self._alloc_ptrs, self._alloc_sizes = self._read_alloc_table(int(header["alloc_table_ptr"]))
+        try:
+            header = self._parse_header()
+            self._num_samples = int(header["num_samples"])
+            self._page_size = int(header["page_size"])
+            self._specs = self._parse_fields(int(header["num_fields"]))
+            self._metadata = self._read_metadata()
+            self._alloc_ptrs, self._alloc_sizes = self._read_alloc_table(
+                int(header["alloc_table_ptr"]))
+        except BaseException:
+            self._ranges.close()
+            raise
         self._fields = tuple(Field(s.name, _KINDS[s.type_id]) for s in self._specs)
 
     @classmethod
@@ -154,7 +160,12 @@ class FFCVSource(Source):
                 raise self._foreign(f"field {name!r} has unknown type id {type_id}")
             if type_id in (4, 6):
                 dtype, shape = self._ndarray_args(name, desc["arguments"])
-                specs.append(_FieldSpec(name, type_id, dtype, shape))
+                spec = _FieldSpec(name, type_id, dtype, shape)
+                if spec.array_bytes > self._size:
+                    raise self._foreign(f"array field {name!r} holds {dtype} arrays of shape "
+                                        f"{shape}, {spec.array_bytes} bytes each, more than the "
+                                        f"whole file")
+                specs.append(spec)
             else:
                 specs.append(_FieldSpec(name, type_id))
         try:
@@ -162,6 +173,9 @@ class FFCVSource(Source):
                 Field(s.name, _KINDS[s.type_id])
         except ValueError as exc:
             raise SourceDetectionError(f"{self._where}: {exc}") from exc
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise self._foreign(f"its fields {names} repeat a name")
         return specs
 
     def _ndarray_args(self, name: str, args: np.ndarray) -> tuple[str, tuple[int, ...]]:
@@ -173,7 +187,9 @@ class FFCVSource(Source):
             shape = [int(d) for d in head["shape"]]
             while shape and shape[-1] == 0:
                 shape.pop()
-        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            if dtype.hasobject:
+                raise ValueError(f"dtype {dtype} holds Python objects")
+        except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
             raise self._foreign(f"array field {name!r} has unreadable arguments ({exc})") from exc
         return dtype.str, tuple(shape)
 
@@ -189,9 +205,12 @@ class FFCVSource(Source):
             raise self._foreign(f"its allocation table ({length} bytes from byte {start}) is "
                                 f"not whole {_ALLOC.itemsize}-byte entries (truncated?)")
         table = np.frombuffer(self._read(start, length, "allocation table"), _ALLOC)
+        # compared as uint64 first: a huge pointer or size must not wrap when cast
+        if np.any(table["ptr"] > start) or np.any(table["size"] > start):
+            raise self._foreign("an allocation lies past the start of the allocation table")
         order = np.argsort(table["ptr"], kind="stable")
         ptrs, sizes = table["ptr"][order].astype(np.int64), table["size"][order].astype(np.int64)
-        if len(ptrs) and int(ptrs[-1] + sizes[-1]) > start:
+        if np.any(ptrs + sizes > start):
             raise self._foreign("an allocation extends into the allocation table")
         return ptrs, sizes
 
@@ -295,6 +314,10 @@ class FFCVSource(Source):
                                   f"neither jpg (0) nor raw (1)", index=index,
                                   path=self.sample_name(index))
             h, w = int(meta["height"]), int(meta["width"])
+            if not h or not w:
+                raise SampleError(f"{self.sample_name(index)}: raw image of {w}x{h} pixels; "
+                                  f"the file is corrupt", index=index,
+                                  path=self.sample_name(index))
             return RawImage(np.frombuffer(chunk, np.uint8).reshape(h, w, 3))
         if s.type_id == 5:  # JSON text, NUL-terminated
             try:

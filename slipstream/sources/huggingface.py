@@ -166,7 +166,13 @@ class HuggingFaceSource(Source):
 
     def _read_text(self, relpath: str) -> str:
         with access_errors(self._where, relpath):
-            return bytes(self.location.fs.cat_file(self._path(relpath))).decode("utf-8")
+            data = bytes(self.location.fs.cat_file(self._path(relpath)))
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SourceDetectionError(
+                f"{self._where}/{relpath}: not UTF-8 text ({exc}); expected the JSON or "
+                f"Markdown files a Hugging Face dataset holds") from exc
 
     def _layout(self, entries: dict[str, dict[str, Any]], single_file: bool) -> HFLayout:
         if single_file:

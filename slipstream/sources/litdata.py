@@ -35,8 +35,10 @@ that says so. Nothing is unpickled.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import io
+import itertools
 import json
 import struct
 import threading
@@ -90,23 +92,37 @@ class _Chunk:
     num_bytes: int | None
 
 
+def _bad_spec(where: str, what: str) -> SourceDetectionError:
+    return SourceDetectionError(
+        f"{where}/{INDEX_NAME}: unreadable data_spec ({what}); expected the torch pytree spec "
+        f"litdata.optimize writes. The index is corrupt: re-optimize the dataset"
+    )
+
+
 def _leaf_names(spec: Any, prefix: str, where: str) -> list[str]:
     """Field names of the leaves of a torch pytree spec (``treespec_dumps`` JSON)."""
+    if not isinstance(spec, dict):
+        raise _bad_spec(where, f"a node is {type(spec).__name__}, not an object")
     kind = spec.get("type")
     children = spec.get("children_spec") or []
+    if not isinstance(children, list):
+        raise _bad_spec(where, f"children_spec is {type(children).__name__}, not a list")
     if kind is None:
         return [prefix or "item"]
     if kind in ("builtins.dict", "collections.OrderedDict"):
-        keys = json.loads(spec.get("context") or "[]")
-        if len(keys) != len(children):
-            raise SourceDetectionError(f"{where}: data_spec dict has {len(keys)} keys but "
+        try:
+            keys = json.loads(spec.get("context") or "[]")
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise _bad_spec(where, f"dict keys {spec.get('context')!r:.80}: {exc}") from exc
+        if not isinstance(keys, list) or len(keys) != len(children):
+            raise SourceDetectionError(f"{where}: data_spec dict has keys {keys!r:.80} for "
                                        f"{len(children)} children; index.json is corrupt")
         names = [str(k) for k in keys]
     elif kind in ("builtins.list", "builtins.tuple"):
         names = [str(i) for i in range(len(children))]
     else:
         raise SourceDetectionError(
-            f"{where}: items are {kind!r} containers, which slipstream does not read; "
+            f"{where}: items are {kind!r:.80} containers, which slipstream does not read; "
             f"re-optimize with items that are dicts, lists or tuples of leaves"
         )
     out: list[str] = []
@@ -130,20 +146,28 @@ class LitDataSource(Source):
         super().__init__(location, **options)
         self._where = location.describe()
         self._ranges = RangeReader(location)
-        self._index_bytes = self._read_index()
-        config, self._chunks = self._parse_index(self._index_bytes)
-        self._formats: list[str] = list(config["data_format"])
-        self._names = _leaf_names(self._parse_spec(config), "", self._where)
-        if len(self._names) != len(self._formats):
-            raise SourceDetectionError(
-                f"{self._where}: index.json's data_spec has {len(self._names)} leaves but its "
-                f"data_format lists {len(self._formats)}; the index is corrupt"
-            )
-        self._starts = np.cumsum([0] + [c.num_items for c in self._chunks]).tolist()
-        self._files = self._list_chunk_files()
-        self._offsets: dict[int, np.ndarray] = {}
-        self._lock = threading.Lock()
-        self._fields = self._make_fields(image_fields)
+        try:
+            self._index_bytes = self._read_index()
+            config, self._chunks = self._parse_index(self._index_bytes)
+            self._formats: list[str] = config["data_format"]
+            try:
+                self._names = _leaf_names(self._parse_spec(config), "", self._where)
+            except RecursionError as exc:
+                raise _bad_spec(self._where, "nested too deeply") from exc
+            if len(self._names) != len(self._formats):
+                raise SourceDetectionError(
+                    f"{self._where}: index.json's data_spec has {len(self._names)} leaves but "
+                    f"its data_format lists {len(self._formats)}; the index is corrupt"
+                )
+            self._starts = list(itertools.accumulate((c.num_items for c in self._chunks),
+                                                     initial=0))
+            self._files = self._list_chunk_files()
+            self._offsets: dict[int, np.ndarray] = {}
+            self._lock = threading.Lock()
+            self._fields = self._make_fields(image_fields)
+        except BaseException:
+            self._ranges.close()
+            raise
 
     # -- opening --------------------------------------------------------------------------
     @classmethod
@@ -175,23 +199,29 @@ class LitDataSource(Source):
         try:
             index = json.loads(raw)
             config = index["config"]
-            chunks = [_Chunk(str(c["filename"]), int(c["chunk_size"]),
-                             int(c["chunk_bytes"]) if c.get("chunk_bytes") is not None else None)
+            if not isinstance(config, dict) or not isinstance(index["chunks"], list):
+                raise TypeError("'config' must be an object and 'chunks' a list")
+            chunks = [_Chunk(_chunk_name(c["filename"]), _count(c["chunk_size"], "chunk_size"),
+                             _count(c.get("chunk_bytes"), "chunk_bytes", optional=True))
                       for c in index["chunks"]]
-        except (ValueError, KeyError, TypeError) as exc:
+            formats = config.get("data_format")
+            if not isinstance(formats, list) or not all(isinstance(f, str) for f in formats):
+                raise TypeError(f"config.data_format must be a list of strings, got "
+                                f"{formats!r:.80}")
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise SourceDetectionError(
                 f"{where}: not a LitData index ({type(exc).__name__}: {exc}); expected the JSON "
                 f"litdata.optimize writes, with 'chunks' and 'config'"
             ) from exc
         loader = config.get("item_loader") or "PyTreeLoader"
         if loader != "PyTreeLoader":
-            raise SourceDetectionError(f"{where}: written with item_loader={loader!r}; slipstream "
-                                       f"reads the default PyTreeLoader layout only")
+            raise SourceDetectionError(f"{where}: written with item_loader={loader!r:.80}; "
+                                       f"slipstream reads the default PyTreeLoader layout only")
         for key in ("compression", "encryption"):
             if config.get(key):
                 raise SourceDetectionError(
-                    f"{where}: the chunks use {key}={config[key]!r}, which slipstream does not "
-                    f"read; re-optimize without {key}"
+                    f"{where}: the chunks use {key}={config[key]!r:.80}, which slipstream does "
+                    f"not read; re-optimize without {key}"
                 )
         if not chunks or sum(c.num_items for c in chunks) == 0 or not config.get("data_format"):
             raise SampleError(f"{self._where} holds no samples: {INDEX_NAME} lists no items. "
@@ -204,9 +234,8 @@ class LitDataSource(Source):
             if not (isinstance(spec, list) and len(spec) == 2 and isinstance(spec[1], dict)):
                 raise ValueError(f"unexpected shape {str(spec)[:80]}")
             return spec[1]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise SourceDetectionError(
-                f"{self._where}/{INDEX_NAME}: unreadable data_spec ({exc})") from exc
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise _bad_spec(self._where, f"{type(exc).__name__}: {exc}") from exc
 
     def _list_chunk_files(self) -> dict[str, dict[str, Any]]:
         with access_errors(self._where, "the dataset directory"):
@@ -219,9 +248,23 @@ class LitDataSource(Source):
                 f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; the dataset is "
                 f"incomplete (an interrupted upload or optimize?)"
             )
+        for c in self._chunks:  # a count the file cannot hold is refused before any read
+            size = by_name[c.filename].get("size")
+            if size is not None and _header_bytes(c.num_items) > int(size):
+                raise SourceDetectionError(
+                    f"{self._where}/{c.filename}: {INDEX_NAME} says it holds {c.num_items} "
+                    f"items, but the file has {size} bytes, fewer than the "
+                    f"{_header_bytes(c.num_items)} bytes of that many items' header; the index "
+                    f"does not match the chunks (re-optimize, or restore the right index.json)"
+                )
         return {c.filename: by_name[c.filename] for c in self._chunks}
 
     def _make_fields(self, image_fields: Sequence[str] | None) -> tuple[Field, ...]:
+        repeated = sorted({n for n in self._names if self._names.count(n) > 1})
+        if repeated:
+            raise SourceDetectionError(
+                f"{self._where}/{INDEX_NAME}: data_spec names leaves {repeated} more than once; "
+                f"the index is corrupt")
         kinds = [_leaf_kind(f) for f in self._formats]
         is_bytes = [f.split(":", 1)[0] == "bytes" for f in self._formats]
         if image_fields is not None:
@@ -295,7 +338,7 @@ class LitDataSource(Source):
             return cached
         chunk = self._chunks[c]
         name = f"{self._where}/{chunk.filename}"
-        header_len = 4 + 4 * (chunk.num_items + 1)
+        header_len = _header_bytes(chunk.num_items)
         head = (data[:header_len] if data is not None
                 else self._ranges.read(self._chunk_path(c), 0, header_len, name=name))
         if len(head) < header_len:
@@ -386,7 +429,11 @@ def _leaf_value(kind: FieldKind, fmt: str, data: bytes) -> SampleValue:
     if base == "pil":
         return _pil_value(data)
     if kind is FieldKind.INT:
-        return int(data[0] != 0) if base == "bool" else int(struct.unpack("<q", data)[0])
+        if base == "bool":
+            if len(data) != 1:
+                raise ValueError(f"a bool is 1 byte, got {len(data)}")
+            return int(data[0] != 0)
+        return int(struct.unpack("<q", data)[0])
     if kind is FieldKind.FLOAT:
         return float(struct.unpack("<d", data)[0])
     if kind is FieldKind.STR:
@@ -399,11 +446,19 @@ def _pil_value(data: bytes) -> bytes | RawImage:
     width, height, mode_len = struct.unpack_from("<3I", data, 0)
     mode = data[12:12 + mode_len].decode("ascii")
     raw = data[12 + mode_len:]
+    if not width or not height:
+        raise ValueError(f"a {width}x{height} {mode} image has no pixels")
     if mode == "RGB":
         if len(raw) != width * height * 3:
             raise ValueError(f"{width}x{height} RGB image with {len(raw)} bytes of pixels")
         return RawImage(np.frombuffer(raw, np.uint8).reshape(height, width, 3))
     from PIL import Image
+
+    # checked before Pillow allocates width x height pixels: the header is untrusted
+    expected = -(-width * _bits_per_pixel(mode) // 8) * height
+    if len(raw) != expected:
+        raise ValueError(f"{width}x{height} {mode} image with {len(raw)} bytes of pixels "
+                         f"(expected {expected})")
 
     image = Image.frombytes(mode, (width, height), raw)
     if mode in _PNG_MODES:  # kept exact; decoded to RGB like any PNG
@@ -411,6 +466,39 @@ def _pil_value(data: bytes) -> bytes | RawImage:
         image.save(buf, format="PNG")
         return buf.getvalue()
     return RawImage(np.asarray(image.convert("RGB")))
+
+
+@functools.cache
+def _bits_per_pixel(mode: str) -> int:
+    """Bits per pixel of a Pillow mode as ``Image.tobytes()`` packs it (``1`` is 1 bit)."""
+    from PIL import Image
+
+    try:
+        return len(Image.new(mode, (8, 1)).tobytes())
+    except (ValueError, KeyError, OSError) as exc:
+        raise ValueError(f"unknown image mode {mode!r}") from exc
+
+
+def _header_bytes(num_items: int) -> int:
+    """Length of a chunk's header: ``uint32 num_items, uint32 offsets[num_items + 1]``."""
+    return 4 + 4 * (num_items + 1)
+
+
+def _count(value: Any, what: str, *, optional: bool = False) -> Any:
+    """A non-negative JSON integer from the index (``None`` allowed when ``optional``)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what} must be a non-negative integer, got {value!r:.40}")
+    return value
+
+
+def _chunk_name(value: Any) -> str:
+    """A chunk's file name from the index: a plain name in the dataset directory."""
+    if not isinstance(value, str) or value in ("", ".", "..") or "/" in value or "\\" in value:
+        raise ValueError(f"chunk filename {value!r:.80} is not a file name in the dataset "
+                         f"directory")
+    return value
 
 
 @hookimpl

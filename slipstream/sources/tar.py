@@ -10,21 +10,25 @@ make the archive refused.
 
 from __future__ import annotations
 
+import lzma
 import os
 import posixpath
 import tarfile
 import threading
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from .._progress import progress_bar
-from ..errors import SampleError, SourceNotFoundError, UnsafeArchiveError
+from ..errors import SampleError, SlipstreamError, SourceNotFoundError, UnsafeArchiveError
 from ..hookspecs import hookimpl
 from ..location import Location
 from ..schema import Field, FieldKind, Sample
 from ._fsinfo import version_tag
 from ._imagefolder_layout import FolderLayout, is_image_name, strip_common_root
+from ._remote import access_error
 from .base import Detection, Source
 
 __all__ = ["TarSource", "TAR_SUFFIXES", "check_member_safe"]
@@ -63,6 +67,32 @@ def check_member_safe(archive: str, member: tarfile.TarInfo) -> None:
         )
 
 
+#: What reading a damaged archive raises, besides tarfile's own errors: a stream that
+#: ends early (EOFError), a bad gzip, bzip2 or xz stream (OSError, zlib.error,
+#: LZMAError), a member name that is not text (UnicodeError), and TypeError from
+#: CPython's tarfile when a gzip header is cut short (it calls ord() on an empty read).
+_DAMAGED = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError, UnicodeError,
+            TypeError)
+
+
+@contextmanager
+def _archive_errors(archive: str) -> Iterator[None]:
+    """Turn what a damaged or foreign archive raises into a :class:`SampleError` naming it
+    (missing files and denied access into :class:`SourceNotFoundError`)."""
+    try:
+        yield
+    except SlipstreamError:
+        raise
+    except _DAMAGED as exc:
+        mapped = access_error(exc, archive, "the archive")
+        if mapped is not None:
+            raise mapped from exc
+        raise SampleError(
+            f"{archive}: not a readable tar archive ({type(exc).__name__}: {exc}); expected a "
+            f"complete .tar, .tar.gz, .tar.bz2 or .tar.xz file", path=archive
+        ) from exc
+
+
 @dataclass(frozen=True)
 class _Member:
     name: str  # name in the archive
@@ -91,6 +121,37 @@ class _CountingReader:
         self._raw.close()
 
     def __enter__(self) -> _CountingReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _EndGuard:
+    """A binary file that fails once it is read at its end again and again. tarfile skips
+    a member's data by reading through it, so without this a header claiming 2**62 bytes
+    (a compressed archive's size bounds nothing) spins on the exhausted file for hours;
+    a sound archive reads its end once or twice."""
+
+    _EMPTY_READS = 16
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._empty = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        if not data and size != 0:
+            self._empty += 1
+            if self._empty > self._EMPTY_READS:
+                raise tarfile.ReadError("unexpected end of data: a member claims more bytes "
+                                        "than the archive holds")
+        return data
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> _EndGuard:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -135,10 +196,10 @@ class TarSource(Source):
         compressed archive, which then shows a progress bar."""
         raw = self.location.fs.open(self.location.path, "rb")
         if purpose is None or self.location.is_local or not _is_compressed(self.location.path):
-            return raw
+            return _EndGuard(raw)
         bar = progress_bar(self._info.get("size"), f"{purpose} {self.location.basename}",
                            unit="B", unit_scale=True, enabled=self._progress)
-        return _CountingReader(raw, bar)
+        return _EndGuard(_CountingReader(raw, bar))
 
     def _ensure_listed(self) -> FolderLayout:
         with self._lock:
@@ -150,17 +211,27 @@ class TarSource(Source):
     def _list(self) -> None:
         archive = self.location.describe()
         members: dict[str, _Member] = {}
-        try:
-            with self._open("listing") as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
-                for m in tf:
-                    check_member_safe(archive, m)
-                    if m.isfile() and is_image_name(m.name):
-                        members[m.name] = _Member(m.name, m.offset_data, m.size)
-        except tarfile.TarError as exc:
-            raise SampleError(
-                f"{archive}: not a readable tar archive ({exc}); expected a .tar, .tar.gz, "
-                f".tar.bz2 or .tar.xz file", path=archive
-            ) from exc
+        # an uncompressed archive holds its members' bytes: none may claim more
+        limit = None if _is_compressed(self.location.path) else self._info.get("size")
+        with _archive_errors(archive), self._open("listing") as raw, \
+                tarfile.open(fileobj=raw, mode="r|*") as tf:
+            for m in tf:
+                check_member_safe(archive, m)
+                if m.size < 0 or (limit is not None and m.offset_data + m.size > limit):
+                    held = f"the archive has {limit} bytes" if limit is not None else "negative"
+                    raise SampleError(
+                        f"{archive}: member {m.name!r} claims {m.size} bytes at byte "
+                        f"{m.offset_data} ({held}); the archive is truncated or corrupt",
+                        path=archive)
+                if m.isfile() and is_image_name(m.name):
+                    members[m.name] = _Member(m.name, m.offset_data, m.size)
+        for name in members:
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise SampleError(
+                    f"{archive}: member name {name!r} is not valid UTF-8 ({exc}); repack the "
+                    f"archive with UTF-8 file names", path=archive) from exc
         names = list(members)
         root, rel = strip_common_root(names)
         layout = FolderLayout.from_relpaths(rel)
@@ -222,7 +293,8 @@ class TarSource(Source):
     def _read_compressed(self, m: _Member) -> bytes:
         # Random access into a compressed stream means decompressing up to it; fine
         # for a handful of samples (tests, inspection); builds go through iter_samples.
-        with self._open() as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
+        with _archive_errors(self.location.describe()), self._open() as raw, \
+                tarfile.open(fileobj=raw, mode="r|*") as tf:
             for info in tf:
                 if info.name == m.name:
                     f = tf.extractfile(info)
@@ -239,7 +311,8 @@ class TarSource(Source):
         assert self._members is not None
         wanted = set(range(len(layout)) if indices is None else indices)
         index_of = {m.name: i for i, m in enumerate(self._members) if i in wanted}
-        with self._open("reading") as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
+        with _archive_errors(self.location.describe()), self._open("reading") as raw, \
+                tarfile.open(fileobj=raw, mode="r|*") as tf:
             for info in tf:
                 i = index_of.get(info.name)
                 if i is None:

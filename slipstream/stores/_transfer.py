@@ -6,7 +6,6 @@ import concurrent.futures as cf
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 from .._progress import progress_bar
@@ -81,16 +80,9 @@ def run_parallel(
 def check_manifest_paths(files: Mapping[str, Any], where: str) -> None:
     """Refuse a manifest whose paths could land outside the cache directory, or whose
     entries are not ``{"size": int, "sha256": str}``: it came from shared storage."""
-    for rel, entry in files.items():
-        parts = PurePosixPath(rel).parts
-        if (not rel or rel.startswith("/") or "\\" in rel or rel == layout.MANIFEST_NAME
-                or any(p in ("", ".", "..") for p in parts) or rel != "/".join(parts)):
-            raise CacheCorruptError(f"{where}: the manifest lists {rel!r}, which is not a "
-                                    f"relative path inside the cache; refusing to use it")
-        if not (isinstance(entry, Mapping) and isinstance(entry.get("size"), int)
-                and isinstance(entry.get(layout.CHECKSUM), str)):
-            raise CacheCorruptError(f"{where}: the manifest entry for {rel!r} is {entry!r}; "
-                                    f"expected {{'size': int, 'sha256': str}}")
+    problem = layout.manifest_problem(files)
+    if problem:
+        raise CacheCorruptError(f"{where}: {problem}; refusing to use it")
 
 
 #: Root-attribute lists whose entries are groups added to a published cache (see
