@@ -51,7 +51,8 @@ def bench(session: nox.Session) -> None:
     Writes ``.bench/bench_loader.json``, ``.bench/bench_build.json``,
     ``.bench/bench_pull.json``, ``.bench/bench_yuv.json``, ``.bench/bench_presets.json``,
     ``.bench/bench_soak.json``, ``.bench/bench_partial.json`` and the chart
-    ``docs/benchmarks.png``. ``nox -s bench -- --quick`` runs small smoke versions (results in ``.bench/*-quick.*``); other arguments go to ``bench_loader.py``.
+    ``docs/benchmarks.png``. ``nox -s bench -- --quick`` runs small smoke versions
+    (results in ``.bench/*-quick.*``); other arguments go to ``bench_loader.py``.
     """
     _setup(session, "dev")  # matplotlib, for the chart
     quick = "--quick" in session.posargs
