@@ -64,3 +64,16 @@ def set_jpeg_decode(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
     if mode == "partial":
         require_partial_decode()
     monkeypatch.setattr(pixels, "partial_decode", mode == "partial")
+
+
+#: Child-process code (a ``-c`` script's prelude) that slows ImageFolder reads to 50 ms
+#: each, so that a parent can kill the child while it builds a cache.
+SLOW_IMAGEFOLDER_READS = """
+import time
+from slipstream.sources.imagefolder import ImageFolderSource
+_real_read = ImageFolderSource.read
+def _slow_read(self, i):
+    time.sleep(0.05)
+    return _real_read(self, i)
+ImageFolderSource.read = _slow_read
+"""

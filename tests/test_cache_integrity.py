@@ -19,18 +19,12 @@ from slipstream.cli import main as cli_main
 from slipstream.errors import CacheFormatError, CacheNotFoundError
 from slipstream.stores import LocalStore
 
-from .helpers import folder_expectation
+from .helpers import SLOW_IMAGEFOLDER_READS, folder_expectation
 
 # Builds in a child process with slow reads, so the parent can kill it mid-build.
-_SLOW_BUILD = textwrap.dedent("""
-    import sys, time
+_SLOW_BUILD = SLOW_IMAGEFOLDER_READS + textwrap.dedent("""
+    import sys
     from slipstream import SlipstreamDataset
-    from slipstream.sources.imagefolder import ImageFolderSource
-    real_read = ImageFolderSource.read
-    def slow_read(self, i):
-        time.sleep(0.05)
-        return real_read(self, i)
-    ImageFolderSource.read = slow_read
     ds = SlipstreamDataset(sys.argv[1], cache_dir=sys.argv[2])
     from slipstream.cache import build_cache
     build_cache(ds.source, ds.store, progress=False, num_threads=1, heap_chunk_bytes=20000)

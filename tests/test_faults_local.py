@@ -23,6 +23,8 @@ from slipstream.cache.arrays import file_stamp
 from slipstream.errors import CacheCorruptError, CacheWriteError, SlipstreamError
 from slipstream.sample_data import make_image_folder
 
+from .helpers import SLOW_IMAGEFOLDER_READS
+
 PIPELINES = {"image": [DecodeCenterCrop(32), ToTorchImage()]}
 
 
@@ -252,15 +254,8 @@ def test_cache_replaced_under_a_running_loader_keeps_serving_the_old_one(chunked
 
 # -- SIGKILL of a process that builds, or loads ----------------------------------------------
 _LOADER_CHILD = textwrap.dedent("""
-    import sys, time
+    import sys
     from slipstream import SlipstreamDataset, SlipstreamLoader, DecodeCenterCrop, ToTorchImage
-    from slipstream.sources.imagefolder import ImageFolderSource
-    if sys.argv[3] == "build":  # slow reads, so the parent can kill the build midway
-        real_read = ImageFolderSource.read
-        def slow_read(self, i):
-            time.sleep(0.05)
-            return real_read(self, i)
-        ImageFolderSource.read = slow_read
     ds = SlipstreamDataset(sys.argv[1], cache_dir=sys.argv[2])
     loader = SlipstreamLoader(ds, batch_size=2, num_threads=2, progress=False,
                               pipelines={"image": [DecodeCenterCrop(32), ToTorchImage()]})
@@ -273,8 +268,10 @@ _LOADER_CHILD = textwrap.dedent("""
 @pytest.mark.parametrize("phase", ["build", "epoch"])
 def test_sigkill_of_a_loading_process_then_the_next_run_recovers(image_folder, cache_root,
                                                                  phase):
-    child = subprocess.Popen([sys.executable, "-c", _LOADER_CHILD, str(image_folder),
-                              str(cache_root), phase], stdout=subprocess.PIPE, text=True)
+    # slow reads while building, so that the build can be killed midway
+    script = (SLOW_IMAGEFOLDER_READS if phase == "build" else "") + _LOADER_CHILD
+    child = subprocess.Popen([sys.executable, "-c", script, str(image_folder),
+                              str(cache_root)], stdout=subprocess.PIPE, text=True)
     try:
         if phase == "build":
             key = SlipstreamDataset(image_folder, cache_dir=cache_root).cache_key()
