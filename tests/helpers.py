@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -77,3 +78,17 @@ def _slow_read(self, i):
     return _real_read(self, i)
 ImageFolderSource.read = _slow_read
 """
+
+
+def sigkill(child: subprocess.Popen[str]) -> int:
+    """SIGKILL ``child`` if it still runs, reap it, close its pipes; its return code
+    (``-SIGKILL`` when it was killed, its own if it had already ended)."""
+    import signal
+
+    if child.poll() is None:
+        child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    for pipe in (child.stdout, child.stderr):
+        if pipe is not None:
+            pipe.close()
+    return child.returncode

@@ -19,7 +19,7 @@ from slipstream.cli import main as cli_main
 from slipstream.errors import CacheFormatError, CacheNotFoundError
 from slipstream.stores import LocalStore
 
-from .helpers import SLOW_IMAGEFOLDER_READS, folder_expectation
+from .helpers import SLOW_IMAGEFOLDER_READS, folder_expectation, sigkill
 
 # Builds in a child process with slow reads, so the parent can kill it mid-build.
 _SLOW_BUILD = SLOW_IMAGEFOLDER_READS + textwrap.dedent("""
@@ -47,13 +47,9 @@ def test_sigkill_midway_leaves_nothing_a_reader_takes_for_a_cache(image_folder, 
             time.sleep(0.02)
         else:
             pytest.fail("the child build never started writing")
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode == -signal.SIGKILL
+        returncode = sigkill(child)
+    assert returncode == -signal.SIGKILL
     # the half build exists only as a private directory...
     leftovers = [p for p in (cache_root / ".tmp").glob(f"{key}.*") if p.is_dir()]
     assert leftovers, "expected the killed build's private directory"

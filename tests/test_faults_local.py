@@ -23,7 +23,7 @@ from slipstream.cache.arrays import file_stamp
 from slipstream.errors import CacheCorruptError, CacheWriteError, SlipstreamError
 from slipstream.sample_data import make_image_folder
 
-from .helpers import SLOW_IMAGEFOLDER_READS
+from .helpers import SLOW_IMAGEFOLDER_READS, sigkill
 
 PIPELINES = {"image": [DecodeCenterCrop(32), ToTorchImage()]}
 
@@ -282,14 +282,9 @@ def test_sigkill_of_a_loading_process_then_the_next_run_recovers(image_folder, c
         else:
             for _ in range(20):  # well into the epochs: several epochs of 9 batches
                 assert child.stdout.readline() == "batch\n"
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        child.stdout.close()
-    assert child.returncode == -signal.SIGKILL
+        returncode = sigkill(child)
+    assert returncode == -signal.SIGKILL
     ds = SlipstreamDataset(image_folder, cache_dir=cache_root)
     if phase == "build":
         assert ds.find_cache() is None

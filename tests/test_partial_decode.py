@@ -360,10 +360,15 @@ def test_environment_turns_partial_decoding_off(jpeg, monkeypatch):
     monkeypatch.setattr(pixels, "partial_decode", None)
     for value, used in [("0", False), ("1", True), ("", True)]:
         monkeypatch.setenv(pixels.PARTIAL_DECODE_ENV, value)
+        monkeypatch.setattr(pixels, "_env_partial_decode", None)  # read once per process
         calls.clear()
         decode_region(state, data, Codec.JPEG, 240, 320, (10, 10, 100, 100), 50, 50)
         assert bool(calls) == used, value
+    monkeypatch.setenv(pixels.PARTIAL_DECODE_ENV, "0")  # read once: a later change is not
+    decode_region(state, data, Codec.JPEG, 240, 320, (10, 10, 100, 100), 50, 50)  # seen
+    assert calls
     monkeypatch.setenv(pixels.PARTIAL_DECODE_ENV, "yes")
+    monkeypatch.setattr(pixels, "_env_partial_decode", None)
     with pytest.raises(ValueError, match="SLIPSTREAM_PARTIAL_DECODE"):
         decode_region(state, data, Codec.JPEG, 240, 320, (10, 10, 100, 100), 50, 50)
     monkeypatch.setattr(pixels, "partial_decode", False)  # the module flag wins

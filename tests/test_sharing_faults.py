@@ -31,6 +31,7 @@ from slipstream.stores.remote import RemoteStoreError
 from slipstream.stores.sync import RemoteCacheWarning, ensure_cache, open_remote_store
 
 from ._servers import SECRET, MotoS3
+from .helpers import sigkill
 from .test_sharing import make_folder
 
 REPO = Path(__file__).resolve().parent.parent
@@ -174,11 +175,7 @@ def test_pull_killed_with_sigkill_leaves_no_cache_and_the_next_pull_cleans_up(
         line = child.stdout.readline()
         assert line, f"the puller ended early: {child.stderr.read()}"
         got += line.startswith("got ")
-    child.send_signal(signal.SIGKILL)
-    child.wait(timeout=30)
-    child.stdout.close()
-    child.stderr.close()
-    assert child.returncode == -signal.SIGKILL
+    assert sigkill(child) == -signal.SIGKILL
     assert store.keys() == [] and not store.path(cache.key).exists()
     left = build_dirs(store.root)
     assert [p.name.split(".")[-2].rpartition("-")[2] for p in left] == [str(child.pid)]

@@ -152,10 +152,11 @@ class HeapWriter:
 _libc: Any = None
 
 
-def map_readonly(path: Path) -> np.ndarray:
+def map_with_stamp(path: Path) -> tuple[np.ndarray, tuple[int, int, int]]:
     """A read-only ``uint8`` view of a whole file, memory-mapped without keeping a file
     descriptor open (Python's ``mmap`` keeps one per map, and a large cache has thousands
-    of chunk files). The mapping is released when the last view of it is freed."""
+    of chunk files), and the file's :func:`file_stamp` as mapped. The mapping is released
+    when the last view of it is freed."""
     global _libc
     if _libc is None:
         lib = ctypes.CDLL(None, use_errno=True)
@@ -166,9 +167,13 @@ def map_readonly(path: Path) -> np.ndarray:
         _libc = lib
     fd = os.open(path, os.O_RDONLY)
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        size = st.st_size
+        # the identity of the file mapped, for changed_chunks (from this fd: a path
+        # could name another file by the time it is stat-ed again)
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         if size == 0:
-            return np.empty(0, np.uint8)
+            return np.empty(0, np.uint8), stamp
         addr = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
         if addr in (None, ctypes.c_void_p(-1).value):
             err = ctypes.get_errno()
@@ -179,7 +184,7 @@ def map_readonly(path: Path) -> np.ndarray:
     weakref.finalize(buf, _libc.munmap, addr, size)
     view = np.frombuffer(buf, np.uint8)  # type: ignore[call-overload]
     view.flags.writeable = False
-    return view
+    return view, stamp
 
 
 def file_stamp(path: Path) -> tuple[int, int, int]:
@@ -295,8 +300,8 @@ class ByteHeap:
         for c in range(n_chunks):  # stops at the first missing chunk: bounded by the files
             path = _chunk_path(array_dir, c)
             try:
-                view = map_readonly(path)
-                self._stamps.append(file_stamp(path))
+                view, stamp = map_with_stamp(path)
+                self._stamps.append(stamp)
             except OSError as exc:
                 raise _damaged(f"{path}: chunk {c} of the heap is unreadable ({exc})") from exc
             if len(view) < min(self.chunk_bytes, self.length - c * self.chunk_bytes):

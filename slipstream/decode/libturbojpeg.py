@@ -156,10 +156,10 @@ _quick: ctypes.PyDLL | None = None
 
 def quick_library() -> ctypes.PyDLL:
     """The same library for the microsecond calls (header, parameters, errors), which
-    keep the GIL: a ctypes ``CDLL`` call releases it and must win it back, and with many
-    decode threads each such round trip can wait a whole switch interval (measured: a
-    region decode made of seven GIL-releasing calls ran at 0.7x a whole-image decode on
-    16 threads). Only the decode itself goes through :func:`library`."""
+    keep the GIL: a ctypes ``CDLL`` call releases it and must win it back, which with
+    many decode threads means waiting for another thread's Python. So a region decode,
+    like a whole-image one, releases the GIL once, for the decode itself (through
+    :func:`library`)."""
     global _quick
     lib = library()
     with _lib_lock:

@@ -44,14 +44,21 @@ PARTIAL_DECODE_ENV = "SLIPSTREAM_PARTIAL_DECODE"
 partial_decode: bool | None = None
 
 
+_env_partial_decode: bool | None = None  # PARTIAL_DECODE_ENV, read once per process
+
+
 def _partial_decode_on() -> bool:
+    """Asked for every JPEG crop: the environment is read only the first time."""
+    global _env_partial_decode
     if partial_decode is not None:
         return partial_decode
-    value = os.environ.get(PARTIAL_DECODE_ENV) or "1"
-    if value not in ("0", "1"):
-        raise ValueError(f"{PARTIAL_DECODE_ENV}={value!r}: expected 0 (decode whole JPEGs) or "
-                         "1 (decode only the crop where libturbojpeg can)")
-    return value == "1"
+    if _env_partial_decode is None:
+        value = os.environ.get(PARTIAL_DECODE_ENV) or "1"
+        if value not in ("0", "1"):
+            raise ValueError(f"{PARTIAL_DECODE_ENV}={value!r}: expected 0 (decode whole JPEGs) "
+                             "or 1 (decode only the crop where libturbojpeg can)")
+        _env_partial_decode = value == "1"
+    return _env_partial_decode
 
 
 def _ends_at_eoi(data: np.ndarray) -> bool:
