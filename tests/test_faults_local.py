@@ -151,9 +151,11 @@ def test_file_size_limit_during_build(big_folder, tmp_path):
 # -- a cache changed under a running loader ---------------------------------------------------
 @pytest.fixture
 def chunked(image_folder, cache_root):
-    """The 18-image folder's cache with small heap chunks (a few images each)."""
+    """The 18-image folder's cache with small heap chunks (a few images each), written in
+    index order (one read thread: a parallel build writes in arrival order)."""
     ds = SlipstreamDataset(image_folder, cache_dir=cache_root)
-    cache = build_cache(ds.source, ds.store, progress=False, heap_chunk_bytes=20000)
+    cache = build_cache(ds.source, ds.store, progress=False, heap_chunk_bytes=20000,
+                        num_threads=1)
     heap = cache.column("image").heap
     assert len(heap._views) >= 4
     return ds, cache
