@@ -110,3 +110,14 @@ def cache_for(root: Path, log: Any = print) -> Any:
         return cache
     finally:
         ds.close()
+
+
+def write_results(path: Path | None, results: Any) -> None:
+    """Write ``results`` as indented JSON to ``path`` (the ``--json`` argument), if given."""
+    if path is None:
+        return
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")

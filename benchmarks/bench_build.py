@@ -19,7 +19,6 @@ fsyncs what it writes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -30,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _corpus import BENCH_DIR, IMAGENET_CLASSES, imagenet_like, tree_size
+from _corpus import BENCH_DIR, IMAGENET_CLASSES, imagenet_like, tree_size, write_results
 
 NUM_CLASSES = IMAGENET_CLASSES
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")
@@ -175,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                 "python": platform.python_version(),
             },
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_results(args.json, result)
         print(f"wrote {args.json}")
     return 0
 

@@ -68,6 +68,7 @@ from _corpus import (
     imagenet_like,
     large_photos,
     tree_size,
+    write_results,
 )
 
 SEED = 0
@@ -976,8 +977,7 @@ def main(argv: list[str] | None = None) -> int:
     res["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     print_report(res)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=2) + "\n")
+        write_results(args.json, res)
         log(f"wrote {args.json}")
     if args.plot:
         plot(res, args.plot)

@@ -12,7 +12,6 @@ off at each thread count, alternating, in one process.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -21,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _corpus import cache_for, cpu_count, imagenet_like  # noqa: E402
+from _corpus import cache_for, cpu_count, imagenet_like, write_results  # noqa: E402
 
 
 def images_per_s(cache: Any, threads: int, epochs: int, batch_size: int) -> float:
@@ -69,9 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                      "region_over_whole": round(region / whole, 3)})
         print(f"  {t:3d} threads: region {region:8,.0f}  whole {whole:8,.0f}  images/s  "
               f"= {region / whole:.2f}x", flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"benchmark": "partial", "rows": rows}, indent=2))
+    write_results(args.json, {"benchmark": "partial", "rows": rows})
     return 0
 
 

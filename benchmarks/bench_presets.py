@@ -14,7 +14,6 @@ CPU, the multi-view saving measured in the same run:
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -24,7 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from _corpus import cpu_count, imagenet_like  # noqa: E402
+from _corpus import cpu_count, imagenet_like, write_results  # noqa: E402
 
 from slipstream import (  # noqa: E402
     DecodeMultiRandomResizedCrop,
@@ -110,9 +109,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"-> {mv['two_view_speedup']:.2f}x (target >= 1.5x)")
     print(f"L-JEPA 2+4: one decode {six_views:,.0f} images/s vs six decodes {six_decodes:,.0f} "
           f"-> {mv['lejepa_speedup']:.2f}x")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+    write_results(args.json, result)
     return result
 
 

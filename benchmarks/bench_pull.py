@@ -21,7 +21,6 @@ each timed run when the process may do so (root on Linux).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -32,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _corpus import BENCH_DIR, cache_for, large_photos
+from _corpus import BENCH_DIR, cache_for, large_photos, write_results
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # tests/_servers.py: the same loopback servers the tests use
@@ -152,9 +151,7 @@ def main(argv: list[str] | None = None) -> int:
           f"s3fs get {get_s:.2f} s ({result['s3fs_get_MBps']:.0f} MB/s); "
           f"pull / get = {result['pull_over_get']:.2f}"
           + ("" if dropped else "  (warm page cache: could not drop it)"))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.json, result)
     return 0
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import random
 import stat
@@ -30,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _corpus import cache_for, cpu_count, imagenet_like  # noqa: E402
+from _corpus import cache_for, cpu_count, imagenet_like, write_results  # noqa: E402
 
 CROP = 224
 
@@ -143,9 +142,7 @@ def main(argv: list[str] | None = None) -> int:
           f"to start: {res['open_files_back_to_start']}; RSS growth after epoch 1: "
           f"{res['rss_growth_after_first_epoch_mb']} MB (batch buffers: "
           f"{res['batch_buffers_mb']} MB)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=2))
+    write_results(args.json, res)
     return 0 if res["threads_back_to_start"] and res["open_files_back_to_start"] else 1
 
 

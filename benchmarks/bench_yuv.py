@@ -10,7 +10,6 @@ against the JPEG path's (mean / worst-image mean / max absolute error, uint8 lev
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from _corpus import CACHE_DIR, cpu_count, imagenet_like  # noqa: E402
+from _corpus import CACHE_DIR, cpu_count, imagenet_like, write_results  # noqa: E402
 
 from slipstream import (  # noqa: E402
     DecodeCenterCrop,
@@ -84,9 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"targets: RRC yuv420/jpeg {rrc['ratio']:.2f}x (>= 5x: "
           f"{'MET' if rrc['ratio'] >= 5 else 'NOT met'}); {rrc['yuv420_per_core']:,.0f} images/s "
           f"per core (>= 5,000: {'MET' if rrc['yuv420_per_core'] >= 5000 else 'NOT met'})")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+    write_results(args.json, result)
     return result
 
 
