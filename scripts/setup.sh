@@ -6,8 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# turbo3: libjpeg-turbo 3 from a wheel (partial JPEG decoding), where one exists
-extras=(turbo3 "$@")
+extras=("$@")
 apt_packages=()
 # (no grep -q: with pipefail, grep quitting early would fail ldconfig with SIGPIPE)
 if ! ldconfig -p 2>/dev/null | grep 'libturbojpeg\.so' >/dev/null; then

@@ -11,7 +11,6 @@ _INSTALL_HINT = (
     "slipstream decodes JPEG with libjpeg-turbo's TurboJPEG library, which was not found. "
     "Install it: Debian/Ubuntu `sudo apt-get install libturbojpeg0`; Fedora "
     "`sudo dnf install turbojpeg`; macOS `brew install jpeg-turbo`; conda "
-    "`conda install -c conda-forge libjpeg-turbo`; on Linux x86_64 also "
-    "`pip install 'slipstream[turbo3]'` (a wheel carrying libjpeg-turbo 3). Or point "
+    "`conda install -c conda-forge libjpeg-turbo`; or point "
     f"{TURBOJPEG_LIB_ENV} at libturbojpeg.so."
 )
