@@ -20,6 +20,13 @@ __all__ = [
     "CacheCorruptError",
     "CacheWriteError",
     "MissingDependencyError",
+    "UnknownStoreError",
+    "RemoteStoreError",
+    "RemoteObjectNotFoundError",
+    "RemoteAccessError",
+    "RemoteTimeoutError",
+    "RemoteCacheWarning",
+    "UnknownPipelineError",
 ]
 
 
@@ -29,6 +36,14 @@ class SlipstreamError(Exception):
 
 class PluginError(SlipstreamError):
     """A plugin is broken: it failed to import, or returned something that breaks the contract."""
+
+
+class UnknownStoreError(SlipstreamError, ValueError):
+    """No registered cache store serves the URL's protocol."""
+
+
+class UnknownPipelineError(SlipstreamError, ValueError):
+    """The pipeline name is not one of the presets (the message lists them)."""
 
 
 class SourceNotFoundError(SlipstreamError, FileNotFoundError):
@@ -75,3 +90,27 @@ class CacheWriteError(CacheError, OSError):
 
 class MissingDependencyError(SlipstreamError, ImportError):
     """An optional dependency is missing; the message names the extra that installs it."""
+
+
+class RemoteStoreError(CacheError, ConnectionError):
+    """A remote store could not be read or written (after retrying transient failures).
+
+    The message is one line: what failed, on which object (a URL without credentials),
+    and what to do. The subclasses below say why, for callers that act on it."""
+
+
+class RemoteObjectNotFoundError(RemoteStoreError, FileNotFoundError):
+    """The object (or the bucket holding it) does not exist."""
+
+
+class RemoteAccessError(RemoteStoreError, PermissionError):
+    """The store refused the credentials, or they do not allow the operation."""
+
+
+class RemoteTimeoutError(RemoteStoreError, TimeoutError):
+    """A remote operation did not finish within its deadline
+    (:attr:`slipstream.stores.RetryPolicy.deadline`)."""
+
+
+class RemoteCacheWarning(UserWarning):
+    """A cache was built and is usable locally, but sharing it failed (it is retried)."""

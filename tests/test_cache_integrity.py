@@ -26,7 +26,7 @@ _SLOW_BUILD = SLOW_IMAGEFOLDER_READS + textwrap.dedent("""
     import sys
     from slipstream import SlipstreamDataset
     ds = SlipstreamDataset(sys.argv[1], cache_dir=sys.argv[2])
-    from slipstream.cache import build_cache
+    from slipstream import build_cache
     build_cache(ds.source, ds.store, progress=False, num_threads=1, heap_chunk_bytes=20000)
 """)
 

@@ -10,7 +10,8 @@ import pytest
 import zarr
 
 from slipstream import SlipstreamDataset
-from slipstream.cache import Cache, Codec, build_cache
+from slipstream import build_cache
+from slipstream.cache import Cache, Codec
 from slipstream.sources import open_source
 
 from .helpers import folder_expectation

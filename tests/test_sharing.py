@@ -20,20 +20,17 @@ import numpy as np
 import pytest
 
 from slipstream import SlipstreamDataset, SlipstreamLoader, write_index
-from slipstream.cache import build_cache
+from slipstream import build_cache
 from slipstream.cli import main
 from slipstream.sample_data import make_image_folder
 from slipstream.sources import open_source
 from slipstream.stores.local import LocalStore
 from slipstream.stores.pull import pull_cache
 from slipstream.stores.push import build_id, push_cache
-from slipstream.stores.remote import RemoteStoreError, parse_marker
-from slipstream.stores.sync import (
-    UnknownStoreError,
-    ensure_cache,
-    open_remote_store,
-    sync_remote_cache,
-)
+from slipstream.cache.manifest import parse_committed as parse_marker
+from slipstream.caching import ensure_cache
+from slipstream.errors import RemoteStoreError, UnknownStoreError
+from slipstream.stores.sync import open_remote_store, sync_remote_cache
 
 from ._servers import SECRET, S3Endpoint
 from .helpers import folder_expectation
@@ -155,19 +152,18 @@ class SharingSuite:
                                   cache_dir=tmp_path / "A").build_cache(progress=False)
         remote = self.remote(server, bucket)
         events: list[str] = []
-        put, mark = remote.put_file, remote.write_marker
+        put, put_if_absent = remote.put, remote.put_if_absent
 
-        def put_file(src, key, rel, metadata, *, create_only=False):
-            assert not remote.has(key), "the cache was visible before all its files were up"
-            put(src, key, rel, metadata, create_only=create_only)
-            events.append(rel)
+        def spy(write):
+            def wrapped(key, rel, data, **kw):
+                assert not remote.has(key), "the cache was visible before all its files were up"
+                result = write(key, rel, data, **kw)
+                events.append(rel)
+                return result
+            return wrapped
 
-        def write_marker(key, data, *, create_only=False):
-            mark(key, data, create_only=create_only)
-            events.append("zarr.json")
-
-        monkeypatch.setattr(remote, "put_file", put_file)
-        monkeypatch.setattr(remote, "write_marker", write_marker)
+        monkeypatch.setattr(remote, "put", spy(put))
+        monkeypatch.setattr(remote, "put_if_absent", spy(put_if_absent))
         report = push_cache(cache, remote, progress=False)
         assert report.committed
         assert events[-1] == "zarr.json" and events.count("zarr.json") == 1
@@ -185,13 +181,12 @@ class SharingSuite:
             assert build_id(caches[0].attrs) != build_id(caches[1].attrs)
             remotes = [self.remote(server, bucket, f"race{attempt}") for _ in caches]
             for r in remotes:  # interleave the uploads
-                slow_put = r.put_file
+                for name in ("put", "put_if_absent"):
+                    def slowly(*a, write=getattr(r, name), **kw):
+                        time.sleep(random.uniform(0, 0.02))
+                        return write(*a, **kw)
 
-                def put_file(*a, slow_put=slow_put, **kw):
-                    time.sleep(random.uniform(0, 0.02))
-                    slow_put(*a, **kw)
-
-                r.put_file = put_file
+                    setattr(r, name, slowly)
             reports = push_at_once(caches, remotes)
             key = caches[0].key
             standing = remotes[0].read_commit(key)
@@ -307,11 +302,11 @@ def test_group_shared_root_makes_everything_group_writable(tmp_path):
         assert stat.S_IMODE((mine.path / "zarr.json").stat().st_mode) == 0o666 & ~umask
 
 
-def test_remote_cache_url_must_name_a_remote_store(tmp_path):
+def test_remote_cache_url_must_name_a_registered_store(tmp_path):
     with pytest.raises(UnknownStoreError, match="protocol 'nosuch'"):
         open_remote_store("nosuch://bucket/caches/")
-    with pytest.raises(UnknownStoreError, match="cache_dir"):
-        open_remote_store(str(tmp_path))
+    shared = open_remote_store(str(tmp_path / "shared"))  # a shared directory is a store too
+    assert isinstance(shared, LocalStore) and shared.root == tmp_path / "shared"
     with pytest.raises(ValueError, match="need remote_cache"):
         SlipstreamLoader(SlipstreamDataset(make_folder(tmp_path / "d")),
                          remote_cache_endpoint_url="http://127.0.0.1:1")

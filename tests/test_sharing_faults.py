@@ -27,8 +27,9 @@ from slipstream.stores._retry import RetryPolicy, call_with_retries, is_transien
 from slipstream.stores.local import LocalStore
 from slipstream.stores.pull import pull_cache
 from slipstream.stores.push import push_cache
-from slipstream.stores.remote import RemoteStoreError
-from slipstream.stores.sync import RemoteCacheWarning, ensure_cache, open_remote_store
+from slipstream.caching import ensure_cache
+from slipstream.errors import RemoteCacheWarning, RemoteStoreError
+from slipstream.stores.sync import open_remote_store
 
 from ._servers import SECRET, MotoS3
 from .helpers import sigkill
@@ -69,7 +70,7 @@ def stop_after(monkeypatch, remote, method: str, n: int, action) -> list[str]:
     def wrapped(*args, **kwargs):
         original(*args, **kwargs)
         with lock:
-            done.append(args[2] if method == "put_file" else args[1])
+            done.append(args[1])  # (key, rel, ...)
             if len(done) == n:
                 action()
 
@@ -87,7 +88,7 @@ def test_push_stopped_midway_commits_nothing_and_the_next_run_completes_it(
 ):
     folder = make_folder(tmp_path / "data")
     remote = fast_remote(moto.endpoint, f"s3://{bucket}/caches/")
-    uploaded = stop_after(monkeypatch, remote, "put_file", 6, moto.stop)
+    uploaded = stop_after(monkeypatch, remote, "put_if_absent", 6, moto.stop)
     with pytest.warns(RemoteCacheWarning, match="resumes on the next run") as caught:
         cache = ensure_cache(SlipstreamDataset(folder, cache_dir=tmp_path / "A"), remote=remote,
                              progress=False, threads=2)
@@ -102,8 +103,14 @@ def test_push_stopped_midway_commits_nothing_and_the_next_run_completes_it(
     # the next run finds the local cache, sees the unfinished push, and completes it
     monkeypatch.undo()
     again = []
-    original = remote.put_file
-    monkeypatch.setattr(remote, "put_file", lambda *a, **k: (again.append(a[2]), original(*a, **k)))
+    original = remote.put_if_absent
+
+    def put_if_absent(key, rel, data, **kw):
+        if rel != "zarr.json":  # the commit marker is not one of the cache's files
+            again.append(rel)
+        return original(key, rel, data, **kw)
+
+    monkeypatch.setattr(remote, "put_if_absent", put_if_absent)
     ensure_cache(SlipstreamDataset(folder, cache_dir=tmp_path / "A"), remote=remote,
                  progress=False)
     assert remote.has(cache.key)

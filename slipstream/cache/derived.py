@@ -112,5 +112,6 @@ def ensure_format(cache: Cache, image_format: str, *, num_threads: int = 8,
             ledger.write_json(directory / "zarr.json", group_metadata(
                 {"kind": "derived_image_format", "format": image_format, "field": field}))
 
-        add_group(cache.path, entry, write, list_key="derived", entry=entry)
+        add_group(cache.path, cache.writable_workspace(), entry, write, list_key="derived",
+                  entry=entry)
         cache.refresh()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
-import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +12,7 @@ from ..cache import layout
 from ..errors import CacheCorruptError
 
 __all__ = ["SyncReport", "DEFAULT_THREADS", "ADDITION_LISTS", "run_parallel",
-           "check_manifest_paths", "additions", "group_files", "base_files", "marker_bytes"]
+           "check_manifest_paths", "additions", "group_files", "base_files"]
 
 #: Files moved at once: transfers wait on the network, not the CPU.
 DEFAULT_THREADS = 16
@@ -118,9 +117,3 @@ def base_files(attrs: Mapping[str, Any]) -> dict[str, Any]:
     groups.append(f"{layout.INDEXES_GROUP}/")
     return {rel: e for rel, e in attrs["files"].items()
             if not any(rel.startswith(g) for g in groups)}
-
-
-def marker_bytes(attrs: Mapping[str, Any]) -> bytes:
-    """A root ``zarr.json`` for ``attrs``, serialised as slipstream writes it."""
-    return json.dumps(layout.group_metadata({layout.ATTRS_KEY: dict(attrs)}), indent=2,
-                      sort_keys=True).encode()

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from ..cache import build_cache
+from ..caching import build_cache
 from ..cache.layout import MANIFEST_NAME
 from ..errors import SlipstreamError
 from ..location import Location
