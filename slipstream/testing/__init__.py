@@ -1,4 +1,6 @@
-"""A conformance kit: the source contract as pytest tests a plugin author subclasses.
+"""A conformance kit: the source and store contracts as pytest tests a plugin author
+subclasses (:class:`SourceTests` below; :class:`StoreTests` gets one ``store`` fixture, see
+``docs/plugins.md``).
 
 Write a small dataset, say what its samples are, and inherit the tests::
 
@@ -44,5 +46,6 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from .source import SourceTests
+from .store import StoreTests
 
-__all__ = ["SourceTests"]
+__all__ = ["SourceTests", "StoreTests"]
