@@ -103,3 +103,30 @@ def test_cli_plugins_lists_distribution_and_version(capsys):
     assert rows["tar"]["version"] == __version__
     assert rows["tar"]["sources"] == ["tar"]
     assert ImageFolderSource.name in rows
+
+
+def test_a_plugin_that_fails_to_import_is_named_with_its_distribution(monkeypatch):
+    """A fake installed distribution (tests/fixtures/broken_plugin) whose entry point
+    imports a module that is not installed."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "fixtures" / "broken_plugin"))
+    host = PluginHost()
+    with pytest.raises(PluginError) as info:
+        host.sources()
+    message = str(info.value)
+    assert "plugin 'broken'" in message
+    assert "broken = 'slipstream_broken_plugin'" in message
+    assert "distribution slipstream-broken-plugin 0.1" in message
+    assert "slipstream_dependency_that_is_not_installed" in message
+    assert "pip uninstall slipstream-broken-plugin" in message
+
+
+def test_sdk_module_exports_what_plugin_authors_need():
+    import slipstream.plugin as sdk
+    from slipstream.testing import SourceTests, StoreTests
+
+    for name in sdk.__all__:
+        assert getattr(sdk, name) is not None, name
+    assert sdk.SourceTests is SourceTests and sdk.StoreTests is StoreTests
+    assert sdk.hookimpl is hookimpl and sdk.Source is Source
