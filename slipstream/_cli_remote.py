@@ -79,8 +79,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_ls_remote(args: argparse.Namespace) -> int:
-    from .cli import _human
     from .cache.manifest import parse_committed
+    from .cli import _human
 
     args.remote = args.remote_url or args.remote
     remote = _remote(args)

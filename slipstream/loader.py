@@ -16,12 +16,12 @@ from ._decode_pool import BatchJob, DecodePool
 from ._sampler import EpochSampler
 from .cache import Cache
 from .cache.reader import HeapColumn, ImageColumn
+from .caching import ensure_cache
 from .dataset import SlipstreamDataset
 from .decode.pixels import thread_state
 from .decoders import DecodeCenterCrop, ImageColumnView, ImageDecoder, PackedBytes
 from .errors import CacheError, MissingDependencyError, SampleError
 from .schema import FieldKind
-from .caching import ensure_cache
 from .stores.base import CacheStore
 from .stores.sync import SyncReport, remote_store_for, sync_remote_cache
 from .transforms.base import BatchContext

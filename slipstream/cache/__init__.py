@@ -9,8 +9,8 @@ from .index import FieldIndex, write_index
 from .key import content_key
 from .layout import FORMAT_VERSION, Codec
 from .reader import Cache, HeapColumn, ImageColumn
-from .workspace import CacheWorkspace
 from .verify import VerifyReport, verify_cache
+from .workspace import CacheWorkspace
 
 __all__ = [
     "FORMAT_VERSION",

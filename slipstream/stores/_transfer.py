@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._parallel import bounded_map
 from .._progress import progress_bar
 from ..cache import layout
 from ..errors import CacheCorruptError
@@ -62,18 +62,11 @@ def run_parallel(
     if not ordered:
         return
     total = sum(size for _, size in ordered)
-    with progress_bar(total, desc, unit="B", unit_scale=True, enabled=progress) as bar, \
-            cf.ThreadPoolExecutor(max(1, min(threads, len(ordered))),
-                                  thread_name_prefix="slipstream-transfer") as pool:
-        futures = {pool.submit(work, rel): size for rel, size in ordered}
-        try:
-            for fut in cf.as_completed(futures):
-                fut.result()
-                bar.update(futures[fut])
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
+    with progress_bar(total, desc, unit="B", unit_scale=True, enabled=progress) as bar:
+        for (_, size), _ in bounded_map(lambda job: work(job[0]), ordered,
+                                        threads=min(threads, len(ordered)), window=2 * threads,
+                                        thread_name="slipstream-transfer"):
+            bar.update(size)
 
 
 def check_manifest_paths(files: Mapping[str, Any], where: str) -> None:

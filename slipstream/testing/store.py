@@ -158,12 +158,12 @@ class StoreTests:
     def test_a_cache_is_present_only_once_committed(self, store: CacheStore) -> None:
         key = _key()
         store.put(key, "label/c/0", b"\0" * 8)
-        assert key in store.names() and not store.has(key) and key not in store.keys()
+        assert key in store.names() and not store.has(key) and key not in store.keys()  # noqa: SIM118 (a store)
         assert store.read_commit(key) is None
         attrs = {"key": key, "format_version": 1,
                  "files": {"label/c/0": {"size": 8, "sha256": "0" * 64}}}
         assert store.write_marker(key, encode_root(attrs), create_only=True)
-        assert store.has(key) and key in store.keys()
+        assert store.has(key) and key in store.keys()  # noqa: SIM118 (a store)
         assert store.read_commit(key) == attrs
         assert not store.write_marker(key, encode_root(attrs), create_only=True)
 

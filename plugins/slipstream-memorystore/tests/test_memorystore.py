@@ -6,9 +6,9 @@ import uuid
 from importlib.metadata import entry_points
 
 import pytest
+from slipstream_memorystore import MemoryStore
 
 from slipstream.plugin import StoreTests, open_remote_store
-from slipstream_memorystore import MemoryStore
 
 
 class TestMemoryStore(StoreTests):

@@ -15,6 +15,7 @@ import fsspec
 import numpy as np
 import pytest
 from PIL import Image
+from slipstream_webdataset import WebDatasetSource
 
 from slipstream.plugin import (
     Location,
@@ -26,7 +27,6 @@ from slipstream.plugin import (
 from slipstream.plugins import get_plugin_host
 from slipstream.sample_data import make_image_folder, natural_image
 from slipstream.sources import open_source
-from slipstream_webdataset import WebDatasetSource
 
 
 # -- writing shards ----------------------------------------------------------------------
