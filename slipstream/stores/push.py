@@ -87,6 +87,9 @@ def push_cache(
     and replaces what is missing or damaged (with this build, if another one stands).
     The report's ``deferred_to`` names another build whose pusher will commit the key.
     """
+    if not remote.supports_writes:
+        raise RemoteStoreError(f"cannot push to {remote.describe_url()}: {type(remote).__name__} "
+                               f"is read-only (supports_writes is False); push to a writable store")
     cache_dir = Path(cache.path if isinstance(cache, Cache) else cache)
     key = layout.read_manifest(cache_dir)["key"]
     with LocalStore(cache_dir.parent).push_lock(key):
