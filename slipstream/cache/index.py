@@ -134,5 +134,4 @@ def _publish_index(cache: Cache, index: FieldIndex) -> None:
                           group_metadata({"kind": "index", "field": index.field}))
 
     add_group(cache.path, cache.writable_workspace(), f"{INDEXES_GROUP}/{index.field}", write,
-              list_key="indexes",
-              entry=index.field, parent_attrs={"kind": "indexes"})
+              list_key="indexes", entry=index.field, parent_attrs={"kind": "indexes"})
