@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "SlipstreamError",
     "PluginError",
+    "ConfigurationError",
     "SourceNotFoundError",
     "SourceDetectionError",
     "UnsafeArchiveError",
@@ -36,6 +37,11 @@ class SlipstreamError(Exception):
 
 class PluginError(SlipstreamError):
     """A plugin is broken: it failed to import, or returned something that breaks the contract."""
+
+
+class ConfigurationError(SlipstreamError, ValueError):
+    """A setting (an argument or an environment variable) has a value slipstream cannot
+    use; the message names the setting, the value and what is expected."""
 
 
 class UnknownStoreError(SlipstreamError, ValueError):

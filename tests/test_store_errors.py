@@ -17,6 +17,7 @@ import pytest
 
 from slipstream import SlipstreamDataset
 from slipstream.errors import (
+    ConfigurationError,
     RemoteAccessError,
     RemoteObjectNotFoundError,
     RemoteStoreError,
@@ -175,11 +176,13 @@ def test_the_cli_deadline_comes_from_the_environment(silent_server):
 
 
 def test_a_deadline_must_be_positive(monkeypatch):
-    with pytest.raises(ValueError, match="deadline"):
+    with pytest.raises(ConfigurationError, match="deadline"):
         RetryPolicy(deadline=0)
     monkeypatch.setenv("SLIPSTREAM_REMOTE_TIMEOUT", "soon")
-    with pytest.raises(ValueError, match="SLIPSTREAM_REMOTE_TIMEOUT"):
+    with pytest.raises(ConfigurationError, match="SLIPSTREAM_REMOTE_TIMEOUT.*'soon'"):
         RetryPolicy()
+    r = run_cli("ls-remote", "s3://any/caches", env={"SLIPSTREAM_REMOTE_TIMEOUT": "-1"})
+    assert "positive number of seconds" in assert_one_line_error(r, "ls-remote")
 
 
 def test_local_paths_in_messages_stay_paths(tmp_path: Path):

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from ..errors import ConfigurationError
+
 __all__ = ["RetryPolicy", "call_with_retries", "is_transient", "DEADLINE_ENV", "DeadlineExceeded"]
 
 #: Environment variable with the default deadline of one remote operation, in seconds.
@@ -60,8 +62,8 @@ def _default_deadline() -> float:
     except ValueError:
         value = -1.0
     if not value > 0:
-        raise ValueError(f"${DEADLINE_ENV}={text!r}: expected a positive number of seconds "
-                         f"(the deadline of one remote operation, e.g. 300)")
+        raise ConfigurationError(f"${DEADLINE_ENV}={text!r}: expected a positive number of "
+                                 f"seconds (the deadline of one remote operation, e.g. 300)")
     return value
 
 
@@ -86,12 +88,14 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
-            raise ValueError(f"RetryPolicy.attempts must be at least 1, got {self.attempts}")
+            raise ConfigurationError(
+                f"RetryPolicy.attempts must be at least 1, got {self.attempts}")
         if self.base_delay < 0 or self.max_delay < 0:
-            raise ValueError("RetryPolicy delays must not be negative")
+            raise ConfigurationError(f"RetryPolicy delays must not be negative, got "
+                                     f"base_delay={self.base_delay}, max_delay={self.max_delay}")
         if not self.deadline > 0:
-            raise ValueError(f"RetryPolicy.deadline must be a positive number of seconds, "
-                             f"got {self.deadline}")
+            raise ConfigurationError(f"RetryPolicy.deadline must be a positive number of "
+                                     f"seconds, got {self.deadline}")
 
     def delay(self, attempt: int) -> float:
         """The pause after failed attempt ``attempt`` (1-based)."""
