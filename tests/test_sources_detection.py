@@ -2,7 +2,7 @@
 
 Each case builds the smallest input of that shape (locally, on the loopback S3 server,
 or on the stand-in Hub) and checks which source auto-detection picks; forcing a source
-and inputs that match nothing are checked at the end.
+inputs that match nothing and inputs that do not exist are checked at the end.
 """
 
 from __future__ import annotations
@@ -18,7 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slipstream import SlipstreamDataset, SourceDetectionError
+from slipstream import (
+    MissingDependencyError,
+    SlipstreamDataset,
+    SourceDetectionError,
+    SourceNotFoundError,
+)
+from slipstream.location import Location
 from slipstream.plugins import get_plugin_host
 
 from .helpers import encode
@@ -197,3 +203,23 @@ def test_nothing_matches_lists_every_source(tmp_path):
                  "huggingface: no parquet files or save_to_disk output",
                  "tar: name does not end in", "imagefolder: no class sub-directories"):
         assert line in msg
+    assert "source=NAME" in msg and str(tmp_path) in msg
+
+
+def test_forcing_an_unregistered_source_is_refused(image_folder):
+    with pytest.raises(SourceDetectionError, match="source='nope' is not registered"):
+        SlipstreamDataset(image_folder, source="nope")
+
+
+def test_a_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(SourceNotFoundError, match="no such file or directory"):
+        SlipstreamDataset(tmp_path / "nope")
+
+
+def test_a_protocol_without_its_fsspec_implementation_names_the_extra(monkeypatch):
+    def no_impl(*a, **k):
+        raise ImportError("Install s3fs to access S3")
+
+    monkeypatch.setattr("fsspec.core.url_to_fs", no_impl)
+    with pytest.raises(MissingDependencyError, match=r"slipstream\[s3\]"):
+        Location.parse("s3://bucket/x", {"key": "SECRET"})
