@@ -106,7 +106,11 @@ class RemoteStoreError(CacheError, ConnectionError):
 
 
 class RemoteObjectNotFoundError(RemoteStoreError, FileNotFoundError):
-    """The object (or the bucket holding it) does not exist."""
+    """The object (or the bucket holding it: then ``bucket_missing``) does not exist."""
+
+    def __init__(self, message: str, *, bucket_missing: bool = False) -> None:
+        super().__init__(message)
+        self.bucket_missing = bucket_missing
 
 
 class RemoteAccessError(RemoteStoreError, PermissionError):

@@ -189,3 +189,13 @@ def test_local_paths_in_messages_stay_paths(tmp_path: Path):
     store = LocalStore(tmp_path / "s")
     with pytest.raises(RemoteObjectNotFoundError, match=str(tmp_path / "s")):
         store.get("ab" * 20, "zarr.json")
+
+
+def test_listing_a_missing_bucket_says_so_and_an_empty_prefix_is_empty(s3_server, s3_bucket):
+    store = open_remote_store("s3://no-such-bucket-9e2b/caches",
+                              storage_options=s3_server.storage_options)
+    with pytest.raises(RemoteObjectNotFoundError, match="bucket of s3://no-such-bucket-9e2b"):
+        store.names()
+    empty = open_remote_store(f"s3://{s3_bucket}/nothing/here",
+                              storage_options=s3_server.storage_options)
+    assert empty.names() == [] and empty.keys() == []

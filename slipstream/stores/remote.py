@@ -110,7 +110,7 @@ class RemoteStore(CacheStore):
             if code == "NoSuchBucket" or "bucket does not exist" in detail.lower():
                 return RemoteObjectNotFoundError(self.scrub(
                     f"{what} {url} failed: the bucket of {where} does not exist. Create it, "
-                    f"or fix the store URL"))
+                    f"or fix the store URL"), bucket_missing=True)
             return RemoteObjectNotFoundError(self.scrub(f"{what} {url} failed: no such object"))
         if isinstance(exc, PermissionError) or code in _ACCESS_CODES:
             return RemoteAccessError(self.scrub(
@@ -125,8 +125,10 @@ class RemoteStore(CacheStore):
         try:
             entries = self._call("listing", self.describe_url(), lambda t: self.run_fs(
                 t, "ls", self.location.path, detail=False))
-        except FileNotFoundError:
-            return []
+        except RemoteObjectNotFoundError as exc:
+            if exc.bucket_missing:
+                raise
+            return []  # an empty prefix
         found = (str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
         return sorted(n for n in found if is_cache_name(n))
 
