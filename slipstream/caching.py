@@ -120,6 +120,8 @@ def ensure_cache(
     """
     store = dataset.store
     key = dataset.cache_key(image_format)
+    if isinstance(remote, LocalStore) and remote.root.resolve() == store.root.resolve():
+        remote = None  # the remote copy is this very directory: nothing to pull or push
     if store.has(key):
         cache = store.open_cache(key)
         if remote is not None and store.push_pending(key).exists():

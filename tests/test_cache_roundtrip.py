@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import zarr
 
-from slipstream import SlipstreamDataset
-from slipstream import build_cache
+from slipstream import SlipstreamDataset, build_cache
 from slipstream.cache import Cache, Codec
 from slipstream.sources import open_source
 

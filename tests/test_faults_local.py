@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from slipstream import DecodeCenterCrop, SlipstreamDataset, SlipstreamLoader, ToTorchImage
-from slipstream import build_cache
+from slipstream import DecodeCenterCrop, SlipstreamDataset, SlipstreamLoader, ToTorchImage, build_cache
 from slipstream.cache.arrays import file_stamp
 from slipstream.errors import CacheCorruptError, CacheWriteError, SlipstreamError
 from slipstream.sample_data import make_image_folder

@@ -19,17 +19,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slipstream import SlipstreamDataset, SlipstreamLoader, write_index
-from slipstream import build_cache
+from slipstream import SlipstreamDataset, SlipstreamLoader, build_cache, write_index
+from slipstream.cache.manifest import parse_committed as parse_marker
+from slipstream.caching import ensure_cache
 from slipstream.cli import main
+from slipstream.errors import RemoteStoreError, UnknownStoreError
 from slipstream.sample_data import make_image_folder
 from slipstream.sources import open_source
 from slipstream.stores.local import LocalStore
 from slipstream.stores.pull import pull_cache
 from slipstream.stores.push import build_id, push_cache
-from slipstream.cache.manifest import parse_committed as parse_marker
-from slipstream.caching import ensure_cache
-from slipstream.errors import RemoteStoreError, UnknownStoreError
 from slipstream.stores.sync import open_remote_store, sync_remote_cache
 
 from ._servers import SECRET, S3Endpoint
@@ -59,6 +58,16 @@ def count_reads(monkeypatch: pytest.MonkeyPatch, source) -> list[int]:
 
     monkeypatch.setattr(source, "read", read)
     return reads
+
+
+def slowed(write):
+    """``write`` after a random pause of up to 20 ms (to interleave two pushers)."""
+
+    def slowly(*args, **kwargs):
+        time.sleep(random.uniform(0, 0.02))
+        return write(*args, **kwargs)
+
+    return slowly
 
 
 def push_at_once(caches, remotes) -> list:
@@ -182,11 +191,7 @@ class SharingSuite:
             remotes = [self.remote(server, bucket, f"race{attempt}") for _ in caches]
             for r in remotes:  # interleave the uploads
                 for name in ("put", "put_if_absent"):
-                    def slowly(*a, write=getattr(r, name), **kw):
-                        time.sleep(random.uniform(0, 0.02))
-                        return write(*a, **kw)
-
-                    setattr(r, name, slowly)
+                    setattr(r, name, slowed(getattr(r, name)))
             reports = push_at_once(caches, remotes)
             key = caches[0].key
             standing = remotes[0].read_commit(key)
@@ -310,3 +315,20 @@ def test_remote_cache_url_must_name_a_registered_store(tmp_path):
     with pytest.raises(ValueError, match="need remote_cache"):
         SlipstreamLoader(SlipstreamDataset(make_folder(tmp_path / "d")),
                          remote_cache_endpoint_url="http://127.0.0.1:1")
+
+
+def test_a_shared_directory_serves_as_the_remote_cache(tmp_path):
+    folder = make_folder(tmp_path / "data")
+    remote = open_remote_store(str(tmp_path / "shared"))
+    cache_a = ensure_cache(SlipstreamDataset(folder, cache_dir=tmp_path / "A"), remote=remote,
+                           progress=False)
+    assert remote.has(cache_a.key)
+    first = cache_a[0]
+    scramble(folder)  # same key; a build here would differ, so B must pull
+    cache_b = ensure_cache(SlipstreamDataset(folder, cache_dir=tmp_path / "B"), remote=remote,
+                           progress=False)
+    assert cache_b.verify().ok and cache_b[0] == first
+    # a remote that is the cache root itself is no remote: nothing is copied onto itself
+    same = ensure_cache(SlipstreamDataset(folder, cache_dir=tmp_path / "shared"), remote=remote,
+                        progress=False)
+    assert same.path == remote.local_path(cache_a.key) and same.verify().ok

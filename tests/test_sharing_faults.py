@@ -22,13 +22,12 @@ from pathlib import Path
 import pytest
 
 from slipstream import SlipstreamDataset
-from slipstream.errors import CacheCorruptError
+from slipstream.caching import ensure_cache
+from slipstream.errors import CacheCorruptError, RemoteCacheWarning, RemoteStoreError
 from slipstream.stores._retry import RetryPolicy, call_with_retries, is_transient
 from slipstream.stores.local import LocalStore
 from slipstream.stores.pull import pull_cache
 from slipstream.stores.push import push_cache
-from slipstream.caching import ensure_cache
-from slipstream.errors import RemoteCacheWarning, RemoteStoreError
 from slipstream.stores.sync import open_remote_store
 
 from ._servers import SECRET, MotoS3
