@@ -27,7 +27,7 @@ refused), ``iter_samples`` (every index once, equal to ``read``, on one or sever
 threads, no threads left behind), a JSON fingerprint stable across opens, a JSON
 ``describe()`` free of credentials, and a cache built from the source that reads back
 byte for byte and is found again instead of rebuilt. The built-in sources pass the
-same kit (``tests/test_conformance_builtin.py``).
+same kit (``tests/sources/test_conformance_builtin.py``).
 
 The kit needs pytest (``pip install 'slipstream[test]'``); importing it has no side
 effects beyond importing slipstream itself.

@@ -9,7 +9,7 @@ import pytest
 from slipstream.stores import LocalStore, S3Store, open_remote_store
 from slipstream.testing import StoreTests
 
-from ._servers import SECRET
+from .._servers import SECRET
 
 
 class TestLocalStore(StoreTests):

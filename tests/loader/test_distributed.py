@@ -2,7 +2,7 @@
 augmentations keyed by sample, and one build of a shared cache.
 
 The end-to-end tests start a real 2-process job with ``torchrun`` (gloo, CPU) running
-``tests/_ddp_worker.py`` and compare what each rank saw with a single-process run of the
+``tests/loader/_ddp_worker.py`` and compare what each rank saw with a single-process run of the
 same seed. The unit tests give ``rank``/``world_size`` explicitly, without a process group.
 """
 

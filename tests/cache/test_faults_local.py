@@ -22,7 +22,7 @@ from slipstream.cache.arrays import file_stamp
 from slipstream.errors import CacheCorruptError, CacheWriteError, SlipstreamError
 from slipstream.sample_data import make_image_folder
 
-from .helpers import SLOW_IMAGEFOLDER_READS, sigkill
+from ..helpers import SLOW_IMAGEFOLDER_READS, sigkill
 
 PIPELINES = {"image": [DecodeCenterCrop(32), ToTorchImage()]}
 

@@ -35,7 +35,7 @@ from slipstream.decode.libturbojpeg import TurboDecoder
 from slipstream.decode.yuv import jpeg_to_yuv420, rgb_to_yuv420, split_planes, yuv420_size
 from slipstream.sample_data import make_image_folder, natural_image
 
-from .helpers import encode
+from ..helpers import encode
 
 
 @pytest.fixture(scope="module")

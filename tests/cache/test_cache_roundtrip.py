@@ -13,7 +13,7 @@ from slipstream import SlipstreamDataset, build_cache
 from slipstream.cache import Cache, Codec
 from slipstream.sources import open_source
 
-from .helpers import folder_expectation
+from ..helpers import folder_expectation
 
 
 def assert_cache_matches(cache: Cache, expected: list[dict]) -> None:

@@ -1,4 +1,4 @@
-"""Resume saved runs in a fresh process; started by ``tests/test_resume.py``.
+"""Resume saved runs in a fresh process; started by ``tests/loader/test_resume.py``.
 
 ``python _resume_worker.py JOBS.json OUT.pt``: JOBS.json holds ``{"cache": PATH, "crop": C,
 "epochs": N, "jobs": {NAME: {"loader": KWARGS, "state": STATE_DICT}}}``. For each job a new

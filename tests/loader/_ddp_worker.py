@@ -1,4 +1,4 @@
-"""One rank of a 2-process job, started by ``torchrun`` from ``tests/test_distributed.py``.
+"""One rank of a 2-process job, started by ``torchrun`` from ``tests/loader/test_distributed.py``.
 
 Both ranks open the same ImageFolder with the same cache directory and ask for its cache
 at the same moment (right after a barrier): one must build it, the other must wait and

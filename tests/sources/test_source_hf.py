@@ -32,8 +32,8 @@ from slipstream import (  # noqa: E402
 from slipstream.sources import open_source  # noqa: E402
 from slipstream.testing import SourceTests  # noqa: E402
 
-from .hf_hub import FakeHub  # noqa: E402
-from .source_checks import assert_center_crops_match, center_crops, column, decoded_full, pil_rgb  # noqa: E402
+from ..hf_hub import FakeHub  # noqa: E402
+from ..source_checks import assert_center_crops_match, center_crops, column, decoded_full, pil_rgb  # noqa: E402
 
 CLASSES = ["cat", "dog", "fox"]
 README = """---

@@ -2,7 +2,7 @@
 
 :class:`SharingSuite` is the workflow against one S3 server, given by a ``server``
 fixture (an :class:`~tests._servers.S3Endpoint`). ``TestSharingMoto`` runs it against
-moto (below); ``tests/test_sharing_weed.py`` runs the same suite against SeaweedFS.
+moto (below); ``tests/stores/test_sharing_weed.py`` runs the same suite against SeaweedFS.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from slipstream.stores.pull import pull_cache
 from slipstream.stores.push import build_id, push_cache
 from slipstream.stores.sync import open_remote_store, sync_remote_cache
 
-from ._servers import SECRET, S3Endpoint
-from .helpers import folder_expectation
+from .._servers import SECRET, S3Endpoint
+from ..helpers import folder_expectation
 
 
 def make_folder(root: Path, seed: int = 3) -> Path:

@@ -81,7 +81,7 @@ from slipstream.decoders import ImageColumnView, PackedBytes
 from slipstream.sample_data import make_image_folder, natural_image
 from slipstream.transforms.base import BatchContext
 
-from .helpers import encode, set_jpeg_decode
+from ..helpers import encode, set_jpeg_decode
 
 SEED = 1234
 
@@ -257,7 +257,7 @@ CROP_CASES = {
 @pytest.mark.parametrize("name", list(CROP_CASES))
 def test_crop_decoders_match_pillow(name, decode, request, monkeypatch):
     """Both JPEG paths: whole-image decode then crop, and region-only decode
-    (tests/test_partial_decode.py)."""
+    (tests/decode/test_partial_decode.py)."""
     set_jpeg_decode(monkeypatch, decode)
     fixture, make, must_cover, seeds = CROP_CASES[name]
     cache = request.getfixturevalue(fixture)

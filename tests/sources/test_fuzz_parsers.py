@@ -21,7 +21,7 @@ CI runs 200 derandomized examples per fuzz test (the file takes about 20 s on 2 
 a longer run explores fresh random examples (``SLIPSTREAM_FUZZ_EXAMPLES`` also turns off
 derandomization)::
 
-    SLIPSTREAM_FUZZ_EXAMPLES=5000 .venv/bin/pytest tests/test_fuzz_parsers.py -p no:cacheprovider
+    SLIPSTREAM_FUZZ_EXAMPLES=5000 .venv/bin/pytest tests/sources/test_fuzz_parsers.py -p no:cacheprovider
 
 Hypothesis keeps no example database and its caches go to the temporary directory
 (nothing is written under the repository); a failure prints the edits that made the
@@ -68,7 +68,7 @@ from slipstream.sources import open_source
 # to .hypothesis/ in the working directory: a run writes nothing into the repository.
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "slipstream-hypothesis")
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 LITDATA = FIXTURES / "litdata" / "dataset"
 
 _ENV_EXAMPLES = os.environ.get("SLIPSTREAM_FUZZ_EXAMPLES")

@@ -110,7 +110,7 @@ def test_a_plugin_that_fails_to_import_is_named_with_its_distribution(monkeypatc
     imports a module that is not installed."""
     from pathlib import Path
 
-    monkeypatch.syspath_prepend(str(Path(__file__).parent / "fixtures" / "broken_plugin"))
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "fixtures" / "broken_plugin"))
     host = PluginHost()
     with pytest.raises(PluginError) as info:
         host.sources()

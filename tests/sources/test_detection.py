@@ -27,10 +27,10 @@ from slipstream import (
 from slipstream.location import Location
 from slipstream.plugins import get_plugin_host
 
-from .helpers import encode
-from .hf_hub import FakeHub
+from ..helpers import encode
+from ..hf_hub import FakeHub
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 def _upload(s3_server, bucket: str, root: Path, prefix: str) -> None:
@@ -176,7 +176,7 @@ def test_shape_goes_to_its_source(shape, tmp_path, image_folder, request):
 
 def test_every_row_of_the_table_is_tested():
     """The first column of the table in docs/sources.md names each row (`id`)."""
-    doc = (Path(__file__).parents[1] / "docs" / "sources.md").read_text()
+    doc = (Path(__file__).parents[2] / "docs" / "sources.md").read_text()
     table = doc.split("## Which shape goes where", 1)[1].split("\n## ", 1)[0]
     rows = set(re.findall(r"^\| `([a-z-]+)` \|", table, re.M))
     assert rows == {row for row, _, _ in CASES.values()}

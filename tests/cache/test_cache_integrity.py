@@ -19,7 +19,7 @@ from slipstream.cli import main as cli_main
 from slipstream.errors import CacheFormatError, CacheNotFoundError
 from slipstream.stores import LocalStore
 
-from .helpers import SLOW_IMAGEFOLDER_READS, folder_expectation, sigkill
+from ..helpers import SLOW_IMAGEFOLDER_READS, folder_expectation, sigkill
 
 # Builds in a child process with slow reads, so the parent can kill it mid-build.
 _SLOW_BUILD = SLOW_IMAGEFOLDER_READS + textwrap.dedent("""

@@ -34,9 +34,9 @@ from slipstream.cache import Codec
 from slipstream.sources import open_source
 from slipstream.testing import SourceTests
 
-from .source_checks import assert_center_crops_match, center_crops, column, decoded_full, pil_rgb
+from ..source_checks import assert_center_crops_match, center_crops, column, decoded_full, pil_rgb
 
-FIXTURE = Path(__file__).parent / "fixtures" / "litdata"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "litdata"
 DATASET = FIXTURE / "dataset"
 IMAGE_FIELDS = ("image", "rgb", "gray")
 
@@ -257,7 +257,7 @@ def test_compressed_dataset_is_refused(tmp_path):
                            "tests/fixtures/make_litdata_fixtures.py); the committed fixture "
                            "covers the format")
 def test_fresh_optimize_output(tmp_path):
-    script = Path(__file__).parent / "fixtures" / "make_litdata_fixtures.py"
+    script = Path(__file__).parents[1] / "fixtures" / "make_litdata_fixtures.py"
     env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}  # litdata needs its bars
     run = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
                          text=True, timeout=240, check=False, env=env)

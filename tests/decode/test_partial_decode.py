@@ -3,7 +3,7 @@
 What is checked, and against what
 ---------------------------------
 * Against Pillow, through the loader, with the same per-regime tolerances as the full
-  decode (tests/test_decoders.py: ``assert_within_tolerance``), on JPEGs of every
+  decode (tests/decode/test_decoders.py: ``assert_within_tolerance``), on JPEGs of every
   subsampling TurboJPEG names (4:4:4, 4:2:2, 4:2:0, 4:4:0, 4:1:1, grayscale), odd and
   tiny sizes, progressive and with restart markers; crops that enlarge, shrink, and
   shrink with DCT scaling.
@@ -46,7 +46,7 @@ from slipstream.decode.pixels import ThreadState, dct_denominator, decode_region
 from slipstream.errors import MissingDependencyError, SampleError
 from slipstream.sample_data import natural_image
 
-from .helpers import TURBOJPEG3_EXPECTED, encode, require_partial_decode, set_jpeg_decode
+from ..helpers import TURBOJPEG3_EXPECTED, encode, require_partial_decode, set_jpeg_decode
 from .test_decoders import assert_within_tolerance, crop_cases
 
 _TJSAMP = {"444": 0, "422": 1, "420": 2, "gray": 3, "440": 4, "411": 5}
@@ -106,7 +106,7 @@ def variety_cache(tmp_path_factory: pytest.TempPathFactory) -> Cache:
 
 # -- against Pillow, through the loader --------------------------------------------------------
 #: name: (decoder, whether the Pillow tolerances apply). They are stated for the crops
-#: tests/test_decoders.py measures; outputs of 32-64 pixels DCT-scaled by 1/8, and 4:1:1
+#: tests/decode/test_decoders.py measures; outputs of 32-64 pixels DCT-scaled by 1/8, and 4:1:1
 #: images at 1/4 and below, exceed the ``dct`` bound on the full path too (mean up to
 #: 10.7 against 6): those are compared with the full decode only.
 DECODERS = {

@@ -26,7 +26,7 @@ from slipstream.errors import (
 from slipstream.sample_data import make_image_folder
 from slipstream.stores import LocalStore, RetryPolicy, open_remote_store, pull_cache, push_cache
 
-from ._servers import ACCESS_KEY, SECRET
+from .._servers import ACCESS_KEY, SECRET
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

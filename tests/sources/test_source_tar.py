@@ -11,8 +11,8 @@ import pytest
 from slipstream import SlipstreamDataset, SourceNotFoundError
 from slipstream.sources import open_source
 
-from .helpers import folder_expectation
-from .source_checks import column, decoded_full, pil_rgb
+from ..helpers import folder_expectation
+from ..source_checks import column, decoded_full, pil_rgb
 
 
 class _Bars:

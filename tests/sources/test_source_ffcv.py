@@ -32,9 +32,9 @@ from slipstream.cache import Codec
 from slipstream.sources import open_source
 from slipstream.testing import SourceTests
 
-from .source_checks import assert_center_crops_match, center_crops, column, decoded_full, pil_rgb
+from ..source_checks import assert_center_crops_match, center_crops, column, decoded_full, pil_rgb
 
-FIXTURES = Path(__file__).parent / "fixtures" / "ffcv"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "ffcv"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
 KINDS = ("jpg", "raw", "mixed")
 # JPEG (quality 90) of these smooth gradients against their source pixels (measured:

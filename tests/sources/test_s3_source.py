@@ -6,7 +6,7 @@ import tarfile
 
 from slipstream import SlipstreamDataset
 
-from .helpers import folder_expectation
+from ..helpers import folder_expectation
 
 
 def _upload(s3_server, bucket, root, prefix):
