@@ -43,11 +43,9 @@ def test_no_more_than_the_window_is_in_flight():
             submitted.append(i)
             yield i
 
-    consumed = 0
-    for _ in bounded_map(work, items(), threads=3, window=5):
-        consumed += 1
-        assert len(submitted) - consumed <= 5
-    assert peak[0] <= 3
+    for consumed, _ in enumerate(bounded_map(work, items(), threads=3, window=5), 1):
+        assert len(submitted) - consumed <= 5  # never more than the window ahead
+    assert consumed == 40 and peak[0] <= 3
 
 
 def test_the_first_error_is_raised_and_the_rest_dropped():
