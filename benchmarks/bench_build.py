@@ -66,7 +66,7 @@ def drop_page_cache() -> str | None:
 
 def time_build(src: Path, out_dir: Path, threads: int) -> tuple[float, int]:
     """Seconds to open the source (listing, fingerprint) and build its cache; cache bytes."""
-    from slipstream.cache import build_cache
+    from slipstream import build_cache
     from slipstream.sources import open_source
 
     t0 = time.perf_counter()

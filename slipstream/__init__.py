@@ -1,6 +1,7 @@
 """slipstream: feed PyTorch vision training as fast as the hardware allows."""
 
-from .cache import Cache, FieldIndex, build_cache, verify_cache, write_index
+from .cache import Cache, FieldIndex, verify_cache
+from .caching import build_cache, open_cache, write_index
 from .dataset import SlipstreamDataset
 from .decoders import (
     DecodeCenterCrop,
@@ -15,8 +16,10 @@ from .errors import (
     CacheError,
     CacheFormatError,
     CacheNotFoundError,
+    CacheWriteError,
     MissingDependencyError,
     PluginError,
+    RemoteStoreError,
     SampleError,
     SlipstreamError,
     SourceDetectionError,
@@ -57,12 +60,14 @@ __all__ = [
     "CacheError",
     "CacheFormatError",
     "CacheNotFoundError",
+    "CacheWriteError",
     "Field",
     "FieldIndex",
     "FieldKind",
     "MissingDependencyError",
     "PluginError",
     "RawImage",
+    "RemoteStoreError",
     "SampleError",
     "SlipstreamDataset",
     "SlipstreamError",
@@ -72,6 +77,7 @@ __all__ = [
     "UnsafeArchiveError",
     "__version__",
     "build_cache",
+    "open_cache",
     "verify_cache",
     "write_index",
 ]

@@ -13,7 +13,7 @@ __all__ = ["add_remote_commands"]
 REMOTE_ENV = "SLIPSTREAM_REMOTE_CACHE"
 
 
-def _remote(args: argparse.Namespace) -> Any:  # -> RemoteStore
+def _remote(args: argparse.Namespace) -> Any:  # -> CacheStore
     from .cli import _storage_options
     from .stores.sync import open_remote_store
 
@@ -55,7 +55,6 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from .cache import Cache
     from .errors import CacheNotFoundError
     from .stores.local import LocalStore, default_cache_dir
     from .stores.pull import pull_cache
@@ -63,7 +62,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
     remote = _remote(args)
     store = LocalStore(Path(args.cache_dir) if args.cache_dir else default_cache_dir())
-    matches = [k for k in remote.prefixes() if k.startswith(args.key)]
+    matches = [k for k in remote.names() if k.startswith(args.key)]
     if len(matches) != 1:
         raise CacheNotFoundError(
             f"{args.key!r} matches {len(matches)} caches in {remote.describe_url()}; give a "
@@ -72,7 +71,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     key = matches[0]
     report = pull_cache(remote, key, store, threads=args.threads, progress=not args.quiet)
     if not report.pulled:  # it was here already: fetch the indexes others added
-        pull_additions(Cache(store.path(key)), remote, report, threads=args.threads,
+        pull_additions(store.open_cache(key), remote, report, threads=args.threads,
                      progress=not args.quiet)
     print(store.path(key))
     _print_report(report)
@@ -80,14 +79,14 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_ls_remote(args: argparse.Namespace) -> int:
+    from .cache.manifest import parse_committed
     from .cli import _human
-    from .stores.remote import parse_marker
 
     args.remote = args.remote_url or args.remote
     remote = _remote(args)
     rows = []
-    for key in remote.prefixes():
-        attrs = parse_marker(remote.read_marker(key))
+    for key in remote.names():
+        attrs = parse_committed(remote.read_marker(key))
         if attrs is None:
             objects = remote.list_objects(key)
             rows.append({"key": key, "complete": False, "objects": len(objects),

@@ -26,16 +26,16 @@ def _storage_options(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def _open_cache(spec: str, cache_dir: str | None):  # -> Cache
-    from .cache import Cache
+    from .caching import open_cache
     from .stores.local import LocalStore, default_cache_dir
 
     path = Path(spec).expanduser()
     if path.is_dir():
-        return Cache(path)
+        return open_cache(path)
     store = LocalStore(Path(cache_dir) if cache_dir else default_cache_dir())
     matches = [k for k in store.keys() if k.startswith(spec)]  # noqa: SIM118 (a store)
     if len(matches) == 1:
-        return Cache(store.path(matches[0]))
+        return store.open_cache(matches[0])
     from .errors import CacheNotFoundError
 
     raise CacheNotFoundError(

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .cache import Cache, build_cache, cache_key_for
+from .cache import Cache, cache_key_for
 from .schema import Field, Sample
 from .sources import Source, open_source
 from .stores.local import LocalStore, default_cache_dir
@@ -79,12 +79,14 @@ class SlipstreamDataset:
     def find_cache(self, image_format: str = "jpeg") -> Cache | None:
         """The complete local cache for this dataset, if one exists."""
         key = self.cache_key(image_format)
-        return Cache(self.store.path(key)) if self.store.has(key) else None
+        return self.store.open_cache(key) if self.store.has(key) else None
 
     def build_cache(
         self, image_format: str = "jpeg", *, progress: bool = True, num_threads: int = 16
     ) -> Cache:
         """Find this dataset's cache, or build it (once; later calls find it)."""
+        from .caching import build_cache
+
         return build_cache(
             self.source,
             self.store,

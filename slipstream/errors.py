@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "SlipstreamError",
     "PluginError",
+    "ConfigurationError",
     "SourceNotFoundError",
     "SourceDetectionError",
     "UnsafeArchiveError",
@@ -20,6 +21,13 @@ __all__ = [
     "CacheCorruptError",
     "CacheWriteError",
     "MissingDependencyError",
+    "UnknownStoreError",
+    "RemoteStoreError",
+    "RemoteObjectNotFoundError",
+    "RemoteAccessError",
+    "RemoteTimeoutError",
+    "RemoteCacheWarning",
+    "UnknownPipelineError",
 ]
 
 
@@ -29,6 +37,19 @@ class SlipstreamError(Exception):
 
 class PluginError(SlipstreamError):
     """A plugin is broken: it failed to import, or returned something that breaks the contract."""
+
+
+class ConfigurationError(SlipstreamError, ValueError):
+    """A setting (an argument or an environment variable) has a value slipstream cannot
+    use; the message names the setting, the value and what is expected."""
+
+
+class UnknownStoreError(SlipstreamError, ValueError):
+    """No registered cache store serves the URL's protocol."""
+
+
+class UnknownPipelineError(SlipstreamError, ValueError):
+    """The pipeline name is not one of the presets (the message lists them)."""
 
 
 class SourceNotFoundError(SlipstreamError, FileNotFoundError):
@@ -75,3 +96,31 @@ class CacheWriteError(CacheError, OSError):
 
 class MissingDependencyError(SlipstreamError, ImportError):
     """An optional dependency is missing; the message names the extra that installs it."""
+
+
+class RemoteStoreError(CacheError, ConnectionError):
+    """A remote store could not be read or written (after retrying transient failures).
+
+    The message is one line: what failed, on which object (a URL without credentials),
+    and what to do. The subclasses below say why, for callers that act on it."""
+
+
+class RemoteObjectNotFoundError(RemoteStoreError, FileNotFoundError):
+    """The object (or the bucket holding it: then ``bucket_missing``) does not exist."""
+
+    def __init__(self, message: str, *, bucket_missing: bool = False) -> None:
+        super().__init__(message)
+        self.bucket_missing = bucket_missing
+
+
+class RemoteAccessError(RemoteStoreError, PermissionError):
+    """The store refused the credentials, or they do not allow the operation."""
+
+
+class RemoteTimeoutError(RemoteStoreError, TimeoutError):
+    """A remote operation did not finish within its deadline
+    (:attr:`slipstream.stores.RetryPolicy.deadline`)."""
+
+
+class RemoteCacheWarning(UserWarning):
+    """A cache was built and is usable locally, but sharing it failed (it is retried)."""

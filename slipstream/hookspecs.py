@@ -7,13 +7,14 @@ A plugin is a module (or object) named by an entry point in the ``slipstream`` g
 
 and implements any of the hooks below, marked with :data:`hookimpl`::
 
-    from slipstream.hookspecs import hookimpl
+    from slipstream.plugin import hookimpl
 
     @hookimpl
     def slipstream_sources():
         return [WebDatasetSource]
 
-The built-in sources and stores are registered exactly this way.
+The built-in sources and stores are registered exactly this way; ``docs/plugins.md``
+is the guide, and :mod:`slipstream.plugin` holds everything a plugin imports.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def slipstream_sources() -> Sequence[type[Source]]:
 def slipstream_stores() -> Sequence[type[CacheStore]]:
     """Return the :class:`~slipstream.stores.CacheStore` subclasses this plugin provides.
 
-    Each class declares the URL ``protocols`` it serves; a protocol claimed by two plugins
-    is an error that names both.
+    Each class declares the URL ``protocols`` it serves and implements the store contract
+    (``slipstream/stores/base.py``; checked by :class:`slipstream.testing.StoreTests`). A
+    protocol claimed by two plugins is an error that names both.
     """

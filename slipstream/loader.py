@@ -16,13 +16,14 @@ from ._decode_pool import BatchJob, DecodePool
 from ._sampler import EpochSampler
 from .cache import Cache
 from .cache.reader import HeapColumn, ImageColumn
+from .caching import ensure_cache
 from .dataset import SlipstreamDataset
 from .decode.pixels import thread_state
 from .decoders import DecodeCenterCrop, ImageColumnView, ImageDecoder, PackedBytes
 from .errors import CacheError, MissingDependencyError, SampleError
 from .schema import FieldKind
-from .stores.remote import RemoteStore
-from .stores.sync import SyncReport, ensure_cache, remote_store_for, sync_remote_cache
+from .stores.base import CacheStore
+from .stores.sync import SyncReport, remote_store_for, sync_remote_cache
 from .transforms.base import BatchContext
 from .transforms.basic import ToTorchImage
 
@@ -151,7 +152,7 @@ class SlipstreamLoader:
         distributed: bool | None = None,
         rank: int | None = None,
         world_size: int | None = None,
-        remote_cache: str | RemoteStore | None = None,
+        remote_cache: str | CacheStore | None = None,
         remote_cache_endpoint_url: str | None = None,
         remote_cache_storage_options: Mapping[str, Any] | None = None,
         on_error: str = "raise",
@@ -177,7 +178,7 @@ class SlipstreamLoader:
         self._pipelines_arg = pipelines
         self._cache: Cache | None = dataset if isinstance(dataset, Cache) else None
         #: where the team's caches are shared (None: build locally); see docs/sharing.md
-        self.remote_cache: RemoteStore | None = remote_store_for(
+        self.remote_cache: CacheStore | None = remote_store_for(
             remote_cache, remote_cache_endpoint_url, remote_cache_storage_options)
         self._epoch = 0
         self._start_batch = 0  # where the next iteration starts (a resumed run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,8 @@ class PluginHost:
         self._lock = threading.Lock()
         self._sources: dict[str, type[Source]] = {}
         self._stores: dict[str, type[CacheStore]] = {}
+        #: plugin name -> (distribution, version) for plugins loaded from entry points
+        self._dists: dict[str, tuple[str, str]] = {}
 
     @property
     def manager(self) -> pluggy.PluginManager:
@@ -65,17 +68,32 @@ class PluginHost:
             if self._loaded:
                 return
             if self._load_entry_points:
-                try:
-                    self._pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-                except Exception as exc:  # an entry point that fails to import
-                    raise PluginError(
-                        f"a plugin in the {ENTRY_POINT_GROUP!r} entry-point group failed to "
-                        f"load: {type(exc).__name__}: {exc}. Fix or uninstall that plugin "
-                        f"(`pip list` shows what is installed)."
-                    ) from exc
+                self._load_entry_point_plugins()
             self._pm.check_pending()
             self._collect()
             self._loaded = True
+
+    def _load_entry_point_plugins(self) -> None:
+        """Import and register every plugin in the entry-point group (as pluggy's
+        ``load_setuptools_entrypoints`` does), naming the entry point and its
+        distribution when one fails to import or to register."""
+        for dist in importlib.metadata.distributions():
+            for ep in dist.entry_points:
+                if ep.group != ENTRY_POINT_GROUP or self._pm.get_plugin(ep.name) is not None \
+                        or self._pm.is_blocked(ep.name):
+                    continue
+                name, version = dist.metadata["Name"] or "?", dist.version or "?"
+                where = (f"plugin {ep.name!r} (entry point {ep.name} = {ep.value!r} of the "
+                         f"distribution {name} {version})")
+                try:
+                    plugin = ep.load()
+                    self._pm.register(plugin, name=ep.name)
+                except Exception as exc:
+                    raise PluginError(
+                        f"{where} failed to load: {type(exc).__name__}: {exc}. Fix it, or "
+                        f"uninstall it with `pip uninstall {name}`"
+                    ) from exc
+                self._dists[ep.name] = (name, version)
 
     def _collect(self) -> None:
         from .sources.base import Source
@@ -136,12 +154,11 @@ class PluginHost:
     def plugins(self) -> list[PluginInfo]:
         """What is loaded, from which distribution, at which version."""
         self._ensure_loaded()
-        dists = {id(plugin): dist for plugin, dist in self._pm.list_plugin_distinfo()}
         infos = []
         for name, plugin in self._pm.list_name_plugin():
             if plugin is None:
                 continue
-            dist = dists.get(id(plugin))
+            dist, version = self._dists.get(name, ("(registered directly)", ""))
             sources = tuple(
                 n for n, c in self._sources.items()
                 if _provided_by(self._pm, plugin, "slipstream_sources", c)
@@ -154,8 +171,8 @@ class PluginHost:
                 PluginInfo(
                     name=name,
                     module=getattr(plugin, "__name__", type(plugin).__name__),
-                    distribution=dist.project_name if dist is not None else "(registered directly)",
-                    version=dist.version if dist is not None else "",
+                    distribution=dist,
+                    version=version,
                     sources=sources,
                     stores=stores,
                 )

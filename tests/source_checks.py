@@ -7,7 +7,7 @@ computes the same crop with Pillow: the centred square of side ``ratio * min(h, 
 (``slipstream.decode.geometry.center_crop_boxes``, snapped to even coordinates as the
 decoder plans it), resized bilinearly. The sizes used
 here only enlarge, where OpenCV's and Pillow's bilinear filters differ by fixed-point
-rounding alone: tolerance ``ENLARGE_MAX`` levels (``tests/test_decoders.py`` documents it).
+rounding alone: tolerance ``ENLARGE_MAX`` levels (``tests/decode/test_decoders.py`` documents it).
 """
 
 from __future__ import annotations

@@ -89,9 +89,11 @@ def test_plugins_come_only_from_the_entry_point_group():
     nothing else: no module paths from environment variables or configuration."""
     source = (REPO / "slipstream" / "plugins.py").read_text()
     tree = ast.parse(source)
+    # one walk over the installed distributions' entry points, filtered by the group
     loads = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
-             and _dotted(n.func).endswith("load_setuptools_entrypoints")]
+             and _dotted(n.func) == "importlib.metadata.distributions"]
     assert len(loads) == 1
+    assert "ep.group != ENTRY_POINT_GROUP" in source
     assert "environ" not in source and "getenv" not in source
     from slipstream.plugins import ENTRY_POINT_GROUP
 

@@ -4,25 +4,27 @@
 """
 
 from .arrays import ByteHeap
-from .builder import build_cache, cache_key_for
+from .builder import cache_key_for, write_cache
 from .index import FieldIndex, write_index
 from .key import content_key
 from .layout import FORMAT_VERSION, Codec
 from .reader import Cache, HeapColumn, ImageColumn
 from .verify import VerifyReport, verify_cache
+from .workspace import CacheWorkspace
 
 __all__ = [
     "FORMAT_VERSION",
     "ByteHeap",
     "Cache",
+    "CacheWorkspace",
     "Codec",
     "FieldIndex",
     "HeapColumn",
     "ImageColumn",
     "VerifyReport",
-    "build_cache",
     "cache_key_for",
     "content_key",
     "verify_cache",
+    "write_cache",
     "write_index",
 ]

@@ -14,45 +14,39 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .._filelock import FileLock
 from ..errors import CacheError
 from ._space import is_out_of_space, out_of_space_errors
 from .layout import CHECKSUM, FileLedger, group_metadata, read_manifest, write_root_metadata
+from .workspace import CacheWorkspace
 
-__all__ = ["add_group", "cache_lock"]
-
-
-def cache_lock(cache_dir: Path) -> FileLock:
-    """The lock serialising changes to a published cache's root metadata."""
-    return FileLock(cache_dir.parent / ".tmp" / f"{cache_dir.name}.lock")
+__all__ = ["add_group"]
 
 
-def add_group(cache_dir: Path, rel_path: str, write: Callable[[FileLedger, Path], None], *,
-              list_key: str, entry: str, parent_attrs: Mapping[str, Any] | None = None) -> bool:
+def add_group(cache_dir: Path, workspace: CacheWorkspace, rel_path: str,
+              write: Callable[[FileLedger, Path], None], *, list_key: str, entry: str,
+              parent_attrs: Mapping[str, Any] | None = None) -> bool:
     """Write ``rel_path`` (e.g. ``_indexes/label``) with ``write(ledger, directory)`` and add
     ``entry`` to the list ``attrs[list_key]``. Returns False if another process added it
-    first.
+    first. ``workspace`` (from the store holding the cache) gives the private directory
+    it is written in and the lock taken to change the root metadata.
 
     ``parent_attrs`` are the attributes of the parent group, created if it is missing.
     Running out of disk space raises :class:`~slipstream.errors.CacheWriteError` and
     leaves the cache as it was.
     """
     with out_of_space_errors(f"adding {rel_path} to the cache {cache_dir.name}", cache_dir):
-        return _add_group(cache_dir, rel_path, write, list_key=list_key, entry=entry,
-                          parent_attrs=parent_attrs)
+        return _add_group(cache_dir, workspace, rel_path, write, list_key=list_key,
+                          entry=entry, parent_attrs=parent_attrs)
 
 
-def _add_group(cache_dir: Path, rel_path: str, write: Callable[[FileLedger, Path], None], *,
-               list_key: str, entry: str, parent_attrs: Mapping[str, Any] | None) -> bool:
-    from ..stores.local import build_dir_name
-
-    tmp_root = cache_dir.parent / ".tmp"
-    tmp = tmp_root / build_dir_name(f"{cache_dir.name}-{rel_path.replace('/', '-')}")
-    tmp.mkdir(parents=True)
+def _add_group(cache_dir: Path, workspace: CacheWorkspace, rel_path: str,
+               write: Callable[[FileLedger, Path], None], *, list_key: str, entry: str,
+               parent_attrs: Mapping[str, Any] | None) -> bool:
+    tmp = workspace.staging_dir(rel_path)
     try:
         ledger = FileLedger(tmp)
         write(ledger, tmp)
-        with cache_lock(cache_dir):
+        with workspace.lock():
             attrs = read_manifest(cache_dir)
             if entry in attrs.get(list_key, ()):
                 return False

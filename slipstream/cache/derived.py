@@ -8,14 +8,13 @@ root metadata once complete).
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._parallel import bounded_map
 from .._progress import progress_bar
 from ..errors import SampleError
 from .additions import add_group
@@ -51,17 +50,6 @@ def image_planes(data: np.ndarray, codec: int, height: int, width: int) -> np.nd
     raise ValueError(f"cannot derive YUV planes from codec {codec}")
 
 
-def _ordered(pool: cf.Executor, fn: Callable[[int], Any], n: int, window: int) -> Iterator[Any]:
-    """``fn(0) … fn(n-1)`` in order, at most ``window`` in flight."""
-    pending: dict[int, cf.Future[Any]] = {}
-    for i in range(n):
-        pending[i] = pool.submit(fn, i)
-        if len(pending) >= window:
-            yield pending.pop(i - window + 1).result()
-    for i in sorted(pending):
-        yield pending.pop(i).result()
-
-
 def ensure_format(cache: Cache, image_format: str, *, num_threads: int = 8,
                   progress: bool = True) -> None:
     """Make sure every image field of ``cache`` has ``image_format`` (derive it if not)."""
@@ -95,12 +83,12 @@ def ensure_format(cache: Cache, image_format: str, *, num_threads: int = 8,
             bar = progress_bar(n, f"deriving {image_format} for {field!r}", unit="img",
                                enabled=progress)
             try:
-                with cf.ThreadPoolExecutor(num_threads, thread_name_prefix="slipstream-derive") \
-                        as pool:
-                    for i, planes in enumerate(_ordered(pool, convert, n, num_threads * 4)):
-                        offsets[i] = heap.append(planes)
-                        sizes[i] = planes.nbytes
-                        bar.update(1)
+                for i, planes in bounded_map(convert, range(n), threads=num_threads,
+                                             window=num_threads * 4, ordered=True,
+                                             thread_name="slipstream-derive"):
+                    offsets[i] = heap.append(planes)
+                    sizes[i] = planes.nbytes
+                    bar.update(1)
                 heap.finish()
             except BaseException:
                 heap.abort()
@@ -112,5 +100,6 @@ def ensure_format(cache: Cache, image_format: str, *, num_threads: int = 8,
             ledger.write_json(directory / "zarr.json", group_metadata(
                 {"kind": "derived_image_format", "format": image_format, "field": field}))
 
-        add_group(cache.path, entry, write, list_key="derived", entry=entry)
+        add_group(cache.path, cache.writable_workspace(), entry, write, list_key="derived",
+                  entry=entry)
         cache.refresh()

@@ -119,13 +119,13 @@ def write_index(cache: Cache, fields: Sequence[str] = ("label",)) -> dict[str, F
             )
         cache.refresh()
         if name not in cache.index_names:
-            _publish_index(cache.path, FieldIndex.build(name, cache.column(name)))
+            _publish_index(cache, FieldIndex.build(name, cache.column(name)))
             cache.refresh()
         out[name] = cache.index(name)
     return out
 
 
-def _publish_index(cache_dir: Path, index: FieldIndex) -> None:
+def _publish_index(cache: Cache, index: FieldIndex) -> None:
     def write(ledger: FileLedger, directory: Path) -> None:
         write_array(ledger, directory / "values", index.values)
         write_array(ledger, directory / "offsets", index.offsets)
@@ -133,5 +133,5 @@ def _publish_index(cache_dir: Path, index: FieldIndex) -> None:
         ledger.write_json(directory / "zarr.json",
                           group_metadata({"kind": "index", "field": index.field}))
 
-    add_group(cache_dir, f"{INDEXES_GROUP}/{index.field}", write, list_key="indexes",
-              entry=index.field, parent_attrs={"kind": "indexes"})
+    add_group(cache.path, cache.writable_workspace(), f"{INDEXES_GROUP}/{index.field}", write,
+              list_key="indexes", entry=index.field, parent_attrs={"kind": "indexes"})

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import CacheCorruptError, CacheFormatError, CacheNotFoundError
+from .manifest import ATTRS_KEY, MANIFEST_NAME, decode_root, group_metadata, is_complete
+from .manifest import write_root as write_root_metadata
 
 __all__ = [
     "FORMAT_VERSION",
@@ -34,11 +35,6 @@ __all__ = [
 
 #: Bumped whenever a reader of the previous version would misread a new cache.
 FORMAT_VERSION = 1
-#: The root group's metadata. Written last, it carries the manifest (every other file
-#: with its size and checksum) in its attributes: a cache is complete once it exists.
-MANIFEST_NAME = "zarr.json"
-#: The key under the root group's attributes that holds slipstream's metadata.
-ATTRS_KEY = "slipstream"
 #: The sub-group holding value -> samples indexes written by ``write_index``.
 INDEXES_GROUP = "_indexes"
 CHECKSUM = "sha256"
@@ -53,16 +49,6 @@ class Codec:
     YUV420 = 3  #: full-range YCbCr planes Y, Cb, Cr (4:2:0); only in the derived yuv420 heap
 
     NAMES = {JPEG: "jpeg", ENCODED: "encoded", RAW_RGB: "raw_rgb", YUV420: "yuv420"}
-
-
-def is_complete(path: str | os.PathLike[str]) -> bool:
-    """A cache directory is complete once its root metadata, with the manifest, exists
-    (it is written last)."""
-    try:
-        meta = json.loads((Path(path) / MANIFEST_NAME).read_bytes())
-        return isinstance(meta["attributes"][ATTRS_KEY]["files"], dict)
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
-        return False
 
 
 def array_metadata(length: int, chunk_length: int, dtype: np.dtype[Any]) -> dict[str, Any]:
@@ -85,22 +71,16 @@ def array_metadata(length: int, chunk_length: int, dtype: np.dtype[Any]) -> dict
     }
 
 
-def group_metadata(attributes: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    return {"zarr_format": 3, "node_type": "group", "attributes": dict(attributes or {})}
-
-
 def read_attrs(cache_dir: Path) -> dict[str, Any]:
     """The slipstream attributes of a cache, checked for a format version we can read."""
-    meta_path = cache_dir / "zarr.json"
+    meta_path = cache_dir / MANIFEST_NAME
     try:
-        meta = json.loads(meta_path.read_bytes())
+        attrs = decode_root(meta_path.read_bytes())
     except FileNotFoundError as exc:
         raise CacheNotFoundError(f"{cache_dir} is not a slipstream cache: no zarr.json") from exc
     except (OSError, ValueError, RecursionError) as exc:
         raise CacheCorruptError(f"{meta_path} is not readable JSON ({type(exc).__name__}: "
                                 f"{exc}); rebuild the cache") from exc
-    group_attrs = meta.get("attributes") if isinstance(meta, dict) else None
-    attrs = group_attrs.get(ATTRS_KEY) if isinstance(group_attrs, dict) else None
     if not isinstance(attrs, dict):
         raise CacheFormatError(
             f"{cache_dir} is a Zarr group but not a slipstream cache: its attributes have no "
@@ -197,18 +177,6 @@ def manifest_problem(files: Mapping[str, Any]) -> str | None:
 def _is_name(part: str) -> bool:
     """A single path component: no separator, not empty, ``.`` or ``..``."""
     return part not in ("", ".", "..") and "/" not in part and "\\" not in part
-
-
-def write_root_metadata(cache_dir: Path, attrs: dict[str, Any]) -> None:
-    """Replace the root ``zarr.json`` atomically (write aside, then rename over)."""
-    data = json.dumps(group_metadata({ATTRS_KEY: attrs}), indent=2, sort_keys=True).encode()
-    tmp = cache_dir / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, cache_dir / MANIFEST_NAME)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class FileLedger:

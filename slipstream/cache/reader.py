@@ -12,6 +12,7 @@ from ..errors import CacheCorruptError, CacheError, CacheNotFoundError
 from ..schema import Field, FieldKind
 from .arrays import ByteHeap, read_array
 from .layout import CHECKSUM, Codec, read_manifest
+from .workspace import CacheWorkspace
 
 if TYPE_CHECKING:
     from .index import FieldIndex
@@ -124,8 +125,12 @@ class Cache:
     :meth:`ImageColumn.gather` hands out views into the maps with no per-sample copy.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *,
+                 workspace: CacheWorkspace | None = None) -> None:
         self.path = Path(path)
+        #: where changes to the cache (indexes, derived formats) are staged and locked,
+        #: given by the store that holds it; None for a cache opened by path alone
+        self.workspace = workspace
         if not self.path.is_dir():
             raise CacheNotFoundError(f"no cache at {self.path}: not a directory")
         self.attrs = read_manifest(self.path)
@@ -220,7 +225,7 @@ class Cache:
 
         A file whose inode, size or mtime moved is re-hashed against the manifest: same
         content (a ``touch``, an identical copy) is accepted. Changed content moves the
-        cache aside (into the store's ``.tmp``, removed later) so that the next run builds
+        cache aside (through its store's workspace) so that the next run builds
         or pulls a fresh one, and raises. A reader racing a truncation can still be
         killed by SIGBUS between this check and its read; the check narrows that window
         to one batch.
@@ -249,16 +254,18 @@ class Cache:
                 f"does. {then}")
 
     def _move_aside(self) -> Path | None:
-        """Rename this cache into its store's ``.tmp`` (None if it cannot be moved)."""
-        from ..stores.local import build_dir_name
+        """Move this cache out of its store's view (None if it cannot be moved)."""
+        return self.workspace.set_aside() if self.workspace is not None else None
 
-        tmp_root = self.path.parent / ".tmp"
-        dest = tmp_root / build_dir_name(f"{self.key}-changed")
-        try:
-            os.rename(self.path, dest)
-        except OSError:
-            return None
-        return dest
+    def writable_workspace(self) -> CacheWorkspace:
+        """:attr:`workspace`, or an error naming the fix if the cache was opened without
+        the store that holds it."""
+        if self.workspace is None:
+            raise CacheError(
+                f"{self.path} was opened by path alone, so there is no place to stage a change "
+                f"to it; open it through its store (slipstream.write_index and "
+                f"SlipstreamLoader do), e.g. LocalStore(ROOT).open_cache(KEY)")
+        return self.workspace
 
     # -- indexes --------------------------------------------------------------------------
     @property

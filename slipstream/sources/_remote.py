@@ -7,13 +7,13 @@ cached descriptor, remote ones with one ranged GET per call.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
+from .._parallel import bounded_map
 from ..errors import SampleError, SourceNotFoundError
 from ..location import Location
 
@@ -139,25 +139,10 @@ def iter_blocks(
 
     Closing the iterator early cancels what has not started and joins the threads.
     """
-    workers = max(1, num_threads)
-    if workers == 1:
-        for task in tasks:
-            yield from task()
-        return
-    pending: set[cf.Future[list[T]]] = set()
-    todo = iter(tasks)
-    with cf.ThreadPoolExecutor(workers, thread_name_prefix="slipstream-block") as pool:
-        try:
-            for task in todo:
-                pending.add(pool.submit(task))
-                if len(pending) >= workers:
-                    done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                    for fut in done:
-                        yield from fut.result()
-            while pending:
-                done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                for fut in done:
-                    yield from fut.result()
-        finally:
-            for fut in pending:
-                fut.cancel()
+    for _, items in bounded_map(_run, tasks, threads=num_threads,
+                                thread_name="slipstream-block"):
+        yield from items
+
+
+def _run(task: Callable[[], list[T]]) -> list[T]:
+    return task()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import abc
-import concurrent.futures as cf
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from .._parallel import bounded_map
 from ..location import Location
 from ..schema import Field, Sample
 
@@ -90,33 +90,9 @@ class Source(abc.ABC):
         self, indices: Iterable[int] | None = None, *, num_threads: int = 8
     ) -> Iterator[tuple[int, Sample]]:
         """Yield ``(index, sample)`` pairs, reading up to ``num_threads`` samples at once."""
-        wanted = iter(range(len(self)) if indices is None else indices)
-        if num_threads <= 1:
-            for i in wanted:
-                yield i, self.read(i)
-            return
-        window = num_threads * 4
-        with cf.ThreadPoolExecutor(num_threads, thread_name_prefix="slipstream-read") as pool:
-            pending: dict[cf.Future[Sample], int] = {}
-            try:
-                for i in wanted:
-                    pending[pool.submit(self.read, i)] = i
-                    if len(pending) >= window:
-                        yield from self._drain(pending, cf.FIRST_COMPLETED)
-                while pending:
-                    yield from self._drain(pending, cf.FIRST_COMPLETED)
-            finally:
-                for fut in pending:
-                    fut.cancel()
-
-    @staticmethod
-    def _drain(
-        pending: dict[cf.Future[Sample], int], how: str
-    ) -> Iterator[tuple[int, Sample]]:
-        done, _ = cf.wait(pending, return_when=how)
-        for fut in done:
-            i = pending.pop(fut)
-            yield i, fut.result()
+        wanted = range(len(self)) if indices is None else indices
+        yield from bounded_map(self.read, wanted, threads=num_threads, window=num_threads * 4,
+                               thread_name="slipstream-read")
 
     def close(self) -> None:
         """Release open files and connections. Idempotent."""

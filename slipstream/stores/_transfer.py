@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._parallel import bounded_map
 from .._progress import progress_bar
 from ..cache import layout
 from ..errors import CacheCorruptError
 
 __all__ = ["SyncReport", "DEFAULT_THREADS", "ADDITION_LISTS", "run_parallel",
-           "check_manifest_paths", "additions", "group_files", "base_files", "marker_bytes"]
+           "check_manifest_paths", "additions", "group_files", "base_files"]
 
 #: Files moved at once: transfers wait on the network, not the CPU.
 DEFAULT_THREADS = 16
@@ -63,18 +62,11 @@ def run_parallel(
     if not ordered:
         return
     total = sum(size for _, size in ordered)
-    with progress_bar(total, desc, unit="B", unit_scale=True, enabled=progress) as bar, \
-            cf.ThreadPoolExecutor(max(1, min(threads, len(ordered))),
-                                  thread_name_prefix="slipstream-transfer") as pool:
-        futures = {pool.submit(work, rel): size for rel, size in ordered}
-        try:
-            for fut in cf.as_completed(futures):
-                fut.result()
-                bar.update(futures[fut])
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
+    with progress_bar(total, desc, unit="B", unit_scale=True, enabled=progress) as bar:
+        for (_, size), _ in bounded_map(lambda job: work(job[0]), ordered,
+                                        threads=min(threads, len(ordered)), window=2 * threads,
+                                        thread_name="slipstream-transfer"):
+            bar.update(size)
 
 
 def check_manifest_paths(files: Mapping[str, Any], where: str) -> None:
@@ -118,9 +110,3 @@ def base_files(attrs: Mapping[str, Any]) -> dict[str, Any]:
     groups.append(f"{layout.INDEXES_GROUP}/")
     return {rel: e for rel, e in attrs["files"].items()
             if not any(rel.startswith(g) for g in groups)}
-
-
-def marker_bytes(attrs: Mapping[str, Any]) -> bytes:
-    """A root ``zarr.json`` for ``attrs``, serialised as slipstream writes it."""
-    return json.dumps(layout.group_metadata({layout.ATTRS_KEY: dict(attrs)}), indent=2,
-                      sort_keys=True).encode()

@@ -1,4 +1,9 @@
-"""Caches in a local (or locally mounted, NFS-style) directory."""
+"""Caches in a local (or locally mounted, NFS-style) directory.
+
+The store owns every name under ``ROOT/.tmp/``: build and staging directories, build,
+push and change locks, push-pending marks. The cache code gets its staging directory
+and lock from :meth:`LocalStore.workspace`.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,17 @@ import shutil
 import socket
 import stat
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from .._filelock import FileLock
-from ..cache import layout
+from ..cache import Cache, manifest
+from ..errors import RemoteObjectNotFoundError
 from ..hookspecs import hookimpl
 from ..location import Location
-from .base import CacheStore
+from ._retry import RetryPolicy
+from .base import CacheStore, ObjectInfo, is_cache_name
 
 __all__ = ["LocalStore", "default_cache_dir", "build_dir_name"]
 
@@ -40,23 +48,148 @@ class LocalStore(CacheStore):
     """
 
     protocols = ("file", "local")
+    supports_put_if_absent = True
+    is_local = True
 
-    def __init__(self, location: Location | str | os.PathLike[str]) -> None:
+    def __init__(self, location: Location | str | os.PathLike[str], *,
+                 retry: RetryPolicy | None = None) -> None:
         if not isinstance(location, Location):
             location = Location.parse(str(Path(location).expanduser()))
-        super().__init__(location)
+        super().__init__(location, retry=retry)
         self.root = Path(location.path)
 
     def path(self, key: str) -> Path:
         return self.root / key
 
+    def local_path(self, key: str) -> Path:
+        return self.path(key)
+
+    def open_cache(self, key: str) -> Cache:
+        """Committed cache ``key``, opened in place with this store's workspace."""
+        return Cache(self.path(key), workspace=self.workspace(key))
+
     def has(self, key: str) -> bool:
-        return layout.is_complete(self.path(key))
+        return manifest.is_complete(self.path(key))
 
     def keys(self) -> list[str]:
+        return [k for k in self.names() if self.has(k)]
+
+    def describe_url(self) -> str:
+        return str(self.root)
+
+    # -- objects (the store contract) ------------------------------------------------------
+    def _file(self, key: str, rel: str) -> Path:
+        return self.root / key / rel
+
+    def _missing(self, key: str, rel: str) -> RemoteObjectNotFoundError:
+        return RemoteObjectNotFoundError(f"{self._file(key, rel)} does not exist")
+
+    def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if layout.is_complete(p))
+        return sorted(p.name for p in self.root.iterdir() if is_cache_name(p.name) and p.is_dir())
+
+    def exists(self, key: str, rel: str) -> bool:
+        return self._file(key, rel).is_file()
+
+    def get(self, key: str, rel: str) -> bytes:
+        try:
+            return self._file(key, rel).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise self._missing(key, rel) from None
+
+    def get_range(self, key: str, rel: str, start: int, end: int) -> bytes:
+        try:
+            with open(self._file(key, rel), "rb") as f:
+                f.seek(start)
+                return f.read(max(0, end - start))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise self._missing(key, rel) from None
+
+    def get_file(self, key: str, rel: str, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.copyfile(self._file(key, rel), dest)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            if not self.exists(key, rel):
+                raise self._missing(key, rel) from None
+            raise
+
+    def _staged(self, key: str, rel: str, data: bytes | Path) -> Path:
+        """``data`` written beside ``KEY/rel``, under a private name, ready to rename."""
+        dest = self._file(key, rel)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f".{dest.name}.{build_dir_name('put')}"
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            shutil.copyfile(data, tmp)
+        return tmp
+
+    def put(self, key: str, rel: str, data: bytes | Path, *,
+            metadata: Mapping[str, str] | None = None) -> None:
+        tmp = self._staged(key, rel, data)
+        try:
+            os.replace(tmp, self._file(key, rel))
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def put_if_absent(self, key: str, rel: str, data: bytes | Path, *,
+                      metadata: Mapping[str, str] | None = None) -> bool:
+        tmp = self._staged(key, rel, data)
+        try:
+            os.link(tmp, self._file(key, rel))  # fails if anything is there: atomic
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
+
+    def list_objects(self, key: str) -> dict[str, ObjectInfo]:
+        base = self.root / key
+        out: dict[str, ObjectInfo] = {}
+        for p in sorted(base.rglob("*")) if base.is_dir() else ():
+            try:
+                st = p.lstat()
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode) and not p.name.startswith("."):
+                out[p.relative_to(base).as_posix()] = ObjectInfo(st.st_size, st.st_mtime)
+        return out
+
+    def delete(self, key: str, rel: str) -> None:
+        self._file(key, rel).unlink(missing_ok=True)
+
+    def metadata(self, key: str, rel: str) -> dict[str, str] | None:
+        return {} if self.exists(key, rel) else None
+
+    # -- changing a published cache ----------------------------------------------------------
+    def workspace(self, key: str) -> LocalWorkspace:
+        """The staging directories and the lock for changes to published cache ``key``."""
+        return LocalWorkspace(self, key)
+
+    def set_aside(self, key: str) -> Path | None:
+        """Move cache ``key`` into ``.tmp`` (removed once its owner is gone), so the next
+        run builds or fetches a fresh one. Where it went, or None if it could not."""
+        dest = self.tmp_root / build_dir_name(f"{key}-changed")
+        try:
+            self._make_tmp_root()
+            os.rename(self.path(key), dest)
+        except OSError:
+            return None
+        return dest
+
+    def push_lock(self, key: str) -> FileLock:
+        """The lock a pusher of ``key`` holds: processes sharing the directory push a key
+        one at a time."""
+        path = self.tmp_root / f"{key}.push-lock"
+        self._make_lock_file(path)
+        return FileLock(path)
+
+    def push_pending(self, key: str) -> Path:
+        """Marks a cache whose push has not finished (created before, removed after)."""
+        self._make_tmp_root()
+        return self.tmp_root / f"{key}.push-pending"
 
     # -- building --------------------------------------------------------------------------
     @property
@@ -83,6 +216,13 @@ class LocalStore(CacheStore):
     def lock_path(self, key: str) -> Path:
         """The lock file that serialises changes to published cache ``key`` (indexes)."""
         return self.tmp_root / f"{key}.lock"
+
+    def new_staging_dir(self, stem: str) -> Path:
+        """A fresh private directory under ``.tmp`` (not cleaned of stale builds first)."""
+        self._make_tmp_root()
+        d = self.tmp_root / build_dir_name(stem)
+        d.mkdir()
+        return d
 
     # -- group-shared roots ------------------------------------------------------------------
     @property
@@ -128,6 +268,7 @@ class LocalStore(CacheStore):
                 return
             self.share(path)
 
+
     def publish(self, build_dir: Path, key: str) -> Path:
         """Move a finished build into place atomically; if another process won, keep theirs.
 
@@ -142,7 +283,7 @@ class LocalStore(CacheStore):
                 os.rename(build_dir, final)
                 return final
             except OSError:
-                if layout.is_complete(final):
+                if manifest.is_complete(final):
                     shutil.rmtree(build_dir, ignore_errors=True)
                     return final
                 if not final.exists():
@@ -171,6 +312,25 @@ class LocalStore(CacheStore):
                     d.unlink(missing_ok=True)
                 removed.append(d)
         return removed
+
+
+class LocalWorkspace:
+    """A :class:`~slipstream.cache.workspace.CacheWorkspace` for one cache of a
+    :class:`LocalStore`: staging under ``ROOT/.tmp/``, the lock ``ROOT/.tmp/KEY.lock``."""
+
+    def __init__(self, store: LocalStore, key: str) -> None:
+        self.store, self.key = store, key
+
+    def staging_dir(self, purpose: str) -> Path:
+        return self.store.new_staging_dir(f"{self.key}-{purpose.replace('/', '-')}")
+
+    def lock(self) -> AbstractContextManager[object]:
+        path = self.store.lock_path(self.key)
+        self.store._make_lock_file(path)
+        return FileLock(path)
+
+    def set_aside(self) -> Path | None:
+        return self.store.set_aside(self.key)
 
 
 def _umask() -> int:

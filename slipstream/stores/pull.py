@@ -7,18 +7,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..cache import layout
+from ..cache import layout, manifest
 from ..cache.verify import file_digest
-from ..errors import CacheCorruptError, CacheNotFoundError
+from ..errors import CacheCorruptError, CacheNotFoundError, RemoteObjectNotFoundError
 from ._transfer import DEFAULT_THREADS, SyncReport, check_manifest_paths, run_parallel
+from .base import CacheStore
 from .local import LocalStore
-from .remote import RemoteStore, parse_marker
 
 __all__ = ["pull_cache", "fetch_verified"]
 
 
 def pull_cache(
-    remote: RemoteStore,
+    remote: CacheStore,
     key: str,
     store: LocalStore,
     *,
@@ -42,7 +42,7 @@ def pull_cache(
         if store.has(key):  # another process pulled or built it while we waited
             return report
         marker = remote.read_marker(key)
-        attrs = parse_marker(marker)
+        attrs = manifest.parse_committed(marker)
         if marker is None or attrs is None:
             raise CacheNotFoundError(
                 f"{remote.object_url(key)} holds no committed cache (no root zarr.json with a "
@@ -72,7 +72,7 @@ def pull_cache(
 
 
 def fetch_verified(
-    remote: RemoteStore,
+    remote: CacheStore,
     key: str,
     files: Mapping[str, Any],
     dest_root: Path,
@@ -83,13 +83,23 @@ def fetch_verified(
 ) -> None:
     """Download ``files`` (manifest entries) of cache ``key`` below ``dest_root``, checking
     each one's size and SHA-256. A mismatch is fetched once more (a damaged transfer),
-    then reported as :class:`CacheCorruptError` naming the object."""
+    then reported as :class:`CacheCorruptError` naming the object; a listed object that is
+    missing, as :class:`~slipstream.errors.RemoteObjectNotFoundError` saying how to repair."""
 
     def fetch(rel: str) -> None:
         entry = files[rel]
         dest = dest_root / rel
         for _ in range(2):
-            remote.get_file(key, rel, dest)
+            try:
+                remote.get_file(key, rel, dest)
+            except RemoteObjectNotFoundError:
+                raise RemoteObjectNotFoundError(
+                    f"{remote.object_url(key, rel)} is missing, but the manifest "
+                    f"{remote.object_url(key, layout.MANIFEST_NAME)} lists it: the remote cache "
+                    f"is damaged and nothing was published locally. Replace the remote copy "
+                    f"from a good one with `slipstream push --repair {key} --remote URL`, or "
+                    f"delete {remote.object_url(key)} so that the next run builds and pushes it "
+                    f"again") from None
             size, digest = file_digest(dest)
             if size == entry["size"] and digest == entry[layout.CHECKSUM]:
                 return

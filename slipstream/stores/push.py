@@ -35,10 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._filelock import FileLock
-from ..cache import layout
+from ..cache import layout, manifest
 from ..cache.reader import Cache
-from ..errors import CacheCorruptError
+from ..errors import CacheCorruptError, RemoteStoreError
 from ._transfer import (
     ADDITION_LISTS,
     DEFAULT_THREADS,
@@ -47,11 +46,10 @@ from ._transfer import (
     base_files,
     check_manifest_paths,
     group_files,
-    marker_bytes,
     run_parallel,
 )
+from .base import CacheStore
 from .local import LocalStore
-from .remote import RemoteStore, RemoteStoreError
 
 __all__ = ["push_cache", "build_id", "STALE_AFTER"]
 
@@ -76,7 +74,7 @@ def build_id(attrs: Mapping[str, Any]) -> str:
 
 def push_cache(
     cache: Cache | str | Path,
-    remote: RemoteStore,
+    remote: CacheStore,
     *,
     threads: int = DEFAULT_THREADS,
     progress: bool = True,
@@ -89,10 +87,12 @@ def push_cache(
     and replaces what is missing or damaged (with this build, if another one stands).
     The report's ``deferred_to`` names another build whose pusher will commit the key.
     """
+    if not remote.supports_writes:
+        raise RemoteStoreError(f"cannot push to {remote.describe_url()}: {type(remote).__name__} "
+                               f"is read-only (supports_writes is False); push to a writable store")
     cache_dir = Path(cache.path if isinstance(cache, Cache) else cache)
     key = layout.read_manifest(cache_dir)["key"]
-    lock = FileLock(LocalStore(cache_dir.parent).tmp_root / f"{key}.push-lock")
-    with lock:
+    with LocalStore(cache_dir.parent).push_lock(key):
         return _Push(remote, key, cache_dir, threads, progress, repair).run()
 
 
@@ -114,7 +114,7 @@ class _CommittedMeanwhile(Exception):
 
 
 class _Push:
-    def __init__(self, remote: RemoteStore, key: str, cache_dir: Path, threads: int,
+    def __init__(self, remote: CacheStore, key: str, cache_dir: Path, threads: int,
                  progress: bool, repair: bool) -> None:
         self.remote, self.key, self.cache_dir = remote, key, cache_dir
         self.threads, self.progress, self.repair = threads, progress, repair
@@ -167,9 +167,7 @@ class _Push:
             return False  # the next round adds to the other writer's cache
         if conflicts or self._damaged(self.files):
             return False  # another writer interleaved: look again
-        try:
-            self.remote.write_marker(self.key, self._marker(), create_only=True)
-        except FileExistsError:
+        if not self.remote.write_marker(self.key, self._marker(), create_only=True):
             return False  # another writer committed first
         self.report.committed = self.wrote_marker = True
         now = self.remote.read_commit(self.key)
@@ -217,7 +215,7 @@ class _Push:
         merged["files"] = {**theirs, **new_files}
         for list_key, entry in entries:
             merged[list_key] = sorted({*attrs.get(list_key, ()), entry})
-        self.remote.write_marker(self.key, marker_bytes(merged))
+        self.remote.write_marker(self.key, manifest.encode_root(merged))
         self.report.committed = True
         return False  # the next round reads it back: a racing writer may have replaced it
 
@@ -251,7 +249,7 @@ class _Push:
         out: dict[str, _Obj] = {}
 
         def head(rel: str) -> None:
-            meta = self.remote.object_metadata(self.key, rel)
+            meta = self.remote.metadata(self.key, rel)
             if meta is not None:
                 info = listing[rel]
                 with self.lock:
@@ -303,11 +301,11 @@ class _Push:
                 raise _CommittedMeanwhile(rel)
             entry = self.files[rel]
             meta = {META_SHA256: entry[layout.CHECKSUM], META_BUILD: self.mine}
-            try:
-                self.remote.put_file(self.cache_dir / rel, self.key, rel, meta,
-                                     create_only=create_only)
-            except FileExistsError:
-                there = self.remote.object_metadata(self.key, rel) or {}
+            src = self.cache_dir / rel
+            if not create_only:
+                self.remote.put(self.key, rel, src, metadata=meta)
+            elif not self.remote.put_if_absent(self.key, rel, src, metadata=meta):
+                there = self.remote.metadata(self.key, rel) or {}
                 if there.get(META_SHA256) != entry[layout.CHECKSUM]:
                     with self.lock:
                         conflicts.append(rel)

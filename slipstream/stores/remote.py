@@ -1,167 +1,179 @@
-"""Caches in a remote store reached through fsspec: the objects and the commit marker.
+"""The store contract over any fsspec filesystem (an object store, a mounted directory).
 
 A remote store holds each cache under ``REMOTE/KEY/`` with exactly the local layout
-(``docs/cache-format.md``), so any Zarr reader can open it through fsspec. Its root
-``zarr.json``, whose attributes carry the ``files`` manifest, is the commit marker: it is
-uploaded after every file it lists, so a cache whose marker exists is complete.
+(``docs/cache-format.md``), so any Zarr reader can open it through fsspec. Every
+operation is retried on transient failures and bounded by a total deadline
+(:class:`~slipstream.stores.RetryPolicy`); on an asynchronous filesystem (s3fs, gcsfs,
+adlfs) the deadline cancels the request in flight. Failures become one-line
+:class:`~slipstream.errors.RemoteStoreError` messages naming the object.
 
-This module holds only the object operations (read the marker, list, get, put); the
-protocols that use them (pull, push, sync) are in :mod:`slipstream.stores.transfer` and
-:mod:`slipstream.stores.sync`.
+A filesystem with more to offer declares it and overrides the two write hooks:
+:meth:`RemoteStore.write_options` (per-object keywords, e.g. S3 metadata) and
+:meth:`RemoteStore.write_object` (e.g. a conditional write); see ``stores/s3.py``.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
-from ..cache import layout
-from ..errors import CacheError
-from ..location import Location, redact_url
-from ._retry import RetryPolicy, call_with_retries
-from .base import CacheStore
+from ..errors import (
+    RemoteAccessError,
+    RemoteObjectNotFoundError,
+    RemoteStoreError,
+    RemoteTimeoutError,
+    SlipstreamError,
+)
+from ..location import Location
+from ._retry import DEADLINE_ENV, RetryPolicy, call_with_retries
+from .base import CacheStore, ObjectInfo, is_cache_name
 
-__all__ = ["RemoteStore", "RemoteStoreError", "ObjectInfo", "parse_marker"]
+__all__ = ["RemoteStore", "RemoteStoreError"]
+
+T = TypeVar("T")
 
 #: storage option names whose values are credentials: never shown.
 _SECRET_OPTION = re.compile(r"(secret|token|password|passwd|credential|key)", re.IGNORECASE)
-_KEY_NAME = re.compile(r"[0-9a-f]{40}")
-
-
-class RemoteStoreError(CacheError, ConnectionError):
-    """A remote store could not be read or written (after retrying transient failures)."""
 
 
 class RemoteStore(CacheStore):
-    """A cache store on a remote filesystem (an object store, through fsspec).
+    """Caches on any fsspec filesystem: ``protocols`` names the ones a subclass serves.
 
-    Subclasses set ``protocols``, and where the store keeps per-object metadata and
-    conditional writes, use them (:meth:`object_metadata`, ``create_only``). Every
-    network operation is retried on transient failures according to ``retry``.
+    Plain fsspec keeps no object metadata and has no conditional write, so
+    :meth:`put_if_absent` is a check then a write here; a subclass whose filesystem does
+    better declares it (``supports_put_if_absent``, ``supports_object_metadata``) and
+    overrides :meth:`write_object` / :meth:`write_options` / :meth:`metadata`.
     """
 
     protocols: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, location: Location, *, retry: RetryPolicy | None = None) -> None:
-        super().__init__(location)
+        super().__init__(location, retry=retry)
         self.fs = location.fs
-        self.retry = retry or RetryPolicy()
-
-    @classmethod
-    def open(
-        cls,
-        url: str,
-        *,
-        endpoint_url: str | None = None,
-        storage_options: Mapping[str, Any] | None = None,
-        retry: RetryPolicy | None = None,
-    ) -> RemoteStore:
-        """The store at ``url`` (``s3://bucket/prefix/``). ``storage_options`` go to
-        fsspec; ``endpoint_url`` is added to them for S3-compatible services."""
-        options = dict(storage_options or {})
-        if endpoint_url is not None:
-            options["endpoint_url"] = endpoint_url
-        return cls(Location.parse(url, cls.client_options(options)), retry=retry)
-
-    @classmethod
-    def client_options(cls, options: dict[str, Any]) -> dict[str, Any]:
-        """The fsspec options to open the store with: the user's, plus a subclass's
-        defaults for its filesystem."""
-        return options
 
     # -- naming ----------------------------------------------------------------------------
     def object_path(self, key: str, rel: str = "") -> str:
         """The fsspec path of ``rel`` inside cache ``key`` (the cache's prefix if empty)."""
         return self.location.child(f"{key}/{rel}" if rel else key)
 
-    def object_url(self, key: str, rel: str = "") -> str:
-        """``rel`` of cache ``key`` as a URL for messages, without credentials."""
-        base = redact_url(self.location.url).rstrip("/")
-        return f"{base}/{key}/{rel}" if rel else f"{base}/{key}/"
-
-    def describe_url(self) -> str:
-        """The store's URL (and, where it matters, its endpoint) without credentials."""
-        return redact_url(self.location.url)
-
-    def describe(self) -> str:
-        return f"{type(self).__name__}({self.describe_url()!r})"
-
-    def __repr__(self) -> str:
-        return self.describe()
-
     def scrub(self, text: str) -> str:
-        """``text`` with every credential from the storage options replaced by ``***``."""
-        text = redact_url(text)
+        text = super().scrub(text)
         for value in _secret_values(self.location.storage_options):
             text = text.replace(value, "***")
         return text
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    # -- running a filesystem call -----------------------------------------------------------
+    def run_fs(self, timeout: float, name: str, *args: Any, **kwargs: Any) -> Any:
+        """``fs.<name>(*args, **kwargs)``, given up after ``timeout`` seconds (raising
+        ``TimeoutError``) where the filesystem is asynchronous: its coroutine
+        ``fs._<name>`` is cancelled. For write hooks; other code calls :meth:`_call`."""
+        fs = self.fs
+        coro_fn = getattr(fs, f"_{name}", None) if getattr(fs, "async_impl", False) else None
+        if coro_fn is None:
+            return getattr(fs, name)(*args, **kwargs)
+        if timeout <= 0:
+            raise TimeoutError(f"{name}: no time left")
+        future = asyncio.run_coroutine_threadsafe(
+            asyncio.wait_for(coro_fn(*args, **kwargs), timeout), fs.loop)
         try:
-            return call_with_retries(lambda: fn(*args, **kwargs), policy=self.retry, what=what)
-        except (FileNotFoundError, FileExistsError, PermissionError):
+            return future.result()
+        except asyncio.TimeoutError as exc:  # a distinct class before Python 3.11
+            raise TimeoutError(f"{name}: no answer within {timeout:.3g} s") from exc
+
+    def _call(self, what: str, url: str, fn: Callable[[float], T]) -> T:
+        """``fn(seconds_left)`` with retries, within the deadline; failures become
+        :class:`RemoteStoreError` (or a subclass) naming ``what`` and ``url``."""
+        end = time.monotonic() + self.retry.deadline
+        try:
+            return call_with_retries(lambda: fn(end - time.monotonic()), policy=self.retry,
+                                     what=f"{what} {url}", end=end)
+        except SlipstreamError:
             raise
         except Exception as exc:
-            raise RemoteStoreError(self.scrub(
-                f"{what} failed after up to {self.retry.attempts} attempts: "
-                f"{type(exc).__name__}: {exc}"
-            )) from None
+            raise self._explain(exc, what, url) from None
 
-    # -- the commit marker -----------------------------------------------------------------
-    def read_marker(self, key: str) -> bytes | None:
-        """The bytes of ``KEY/zarr.json``, or None if there is none."""
-        try:
-            data: bytes = self._call(f"reading {self.object_url(key, layout.MANIFEST_NAME)}",
-                                     self.fs.cat_file, self.object_path(key, layout.MANIFEST_NAME))
-        except FileNotFoundError:
-            return None
-        return data
-
-    def read_commit(self, key: str) -> dict[str, Any] | None:
-        """The slipstream attributes of committed cache ``key`` (with ``files``), or None
-        if the store has no complete cache under that key."""
-        return parse_marker(self.read_marker(key))
-
-    def has(self, key: str) -> bool:
-        return self.read_commit(key) is not None
-
-    def keys(self) -> list[str]:
-        return [k for k in self.prefixes() if self.has(k)]
-
-    def prefixes(self) -> list[str]:
-        """Every key-shaped prefix in the store, committed or not."""
-        try:
-            entries = self._call(f"listing {self.describe_url()}", self.fs.ls,
-                                 self.location.path, detail=False)
-        except FileNotFoundError:
-            return []
-        names = (str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
-        return sorted(n for n in names if _KEY_NAME.fullmatch(n))
-
-    def write_marker(self, key: str, data: bytes, *, create_only: bool = False) -> None:
-        """Upload ``KEY/zarr.json``: the commit, made only after every file it lists.
-
-        ``create_only`` makes it a conditional write (``If-None-Match: *`` on S3) that
-        raises :class:`FileExistsError` if a marker is there already, so that of two
-        writers committing one key, exactly one succeeds (where the store supports it;
-        elsewhere the last write wins).
-        """
-        self._call(f"writing {self.object_url(key, layout.MANIFEST_NAME)}", self._write,
-                   self.object_path(key, layout.MANIFEST_NAME), data, create_only,
-                   self._marker_kwargs())
+    def _explain(self, exc: BaseException, what: str, url: str) -> RemoteStoreError:
+        code = _error_code(exc)
+        where = self.describe_url()
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+        if isinstance(exc, TimeoutError):
+            return RemoteTimeoutError(self.scrub(
+                f"{what} {url} timed out: {where} gave no answer within "
+                f"{self.retry.deadline:g} s. Check that the endpoint is up and is the right "
+                f"one; the deadline is ${DEADLINE_ENV} or RetryPolicy(deadline=...)"))
+        if isinstance(exc, FileNotFoundError) or code in ("NoSuchBucket", "NoSuchKey"):
+            if code == "NoSuchBucket" or "bucket does not exist" in detail.lower():
+                return RemoteObjectNotFoundError(self.scrub(
+                    f"{what} {url} failed: the bucket of {where} does not exist. Create it, "
+                    f"or fix the store URL"), bucket_missing=True)
+            return RemoteObjectNotFoundError(self.scrub(f"{what} {url} failed: no such object"))
+        if isinstance(exc, PermissionError) or code in _ACCESS_CODES:
+            return RemoteAccessError(self.scrub(
+                f"{what} {url} was refused ({code or 'access denied'}): check the credentials "
+                f"(storage_options key/secret/token or profile, the AWS_* environment "
+                f"variables) and that they may use {where}"))
+        return RemoteStoreError(self.scrub(
+            f"{what} {url} failed after up to {self.retry.attempts} attempts: {detail}"))
 
     # -- objects ---------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        try:
+            entries = self._call("listing", self.describe_url(), lambda t: self.run_fs(
+                t, "ls", self.location.path, detail=False))
+        except RemoteObjectNotFoundError as exc:
+            if exc.bucket_missing:
+                raise
+            return []  # an empty prefix
+        found = (str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
+        return sorted(n for n in found if is_cache_name(n))
+
+    def exists(self, key: str, rel: str) -> bool:
+        return self.metadata(key, rel) is not None
+
+    def get(self, key: str, rel: str) -> bytes:
+        data: bytes = self._call("reading", self.object_url(key, rel), lambda t: self.run_fs(
+            t, "cat_file", self.object_path(key, rel)))
+        return data
+
+    def get_range(self, key: str, rel: str, start: int, end: int) -> bytes:
+        if end <= start:
+            return b""
+        data: bytes = self._call(
+            f"reading bytes {start}-{end} of", self.object_url(key, rel),
+            lambda t: self.run_fs(t, "cat_file", self.object_path(key, rel), start=start, end=end))
+        return data
+
+    def get_file(self, key: str, rel: str, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        self._call("downloading", self.object_url(key, rel), lambda t: self.run_fs(
+            t, "get_file", self.object_path(key, rel), str(dest)))
+
+    def put(self, key: str, rel: str, data: bytes | Path, *,
+            metadata: Mapping[str, str] | None = None) -> None:
+        self._put(key, rel, data, metadata, if_absent=False)
+
+    def put_if_absent(self, key: str, rel: str, data: bytes | Path, *,
+                      metadata: Mapping[str, str] | None = None) -> bool:
+        return self._put(key, rel, data, metadata, if_absent=True)
+
+    def _put(self, key: str, rel: str, data: bytes | Path, metadata: Mapping[str, str] | None,
+             *, if_absent: bool) -> bool:
+        path = self.object_path(key, rel)
+        options = self.write_options(rel, dict(metadata or {}))
+        written: bool = self._call("writing", self.object_url(key, rel), lambda t: self.write_object(
+            t, path, data, if_absent=if_absent, options=options))
+        return written
+
     def list_objects(self, key: str) -> dict[str, ObjectInfo]:
-        """Every object under ``KEY/`` (the marker included) by relative path."""
         prefix = self.object_path(key)
         try:
-            found = self._call(f"listing {self.object_url(key)}", self.fs.find, prefix,
-                               detail=True)
+            found = self._call("listing", self.object_url(key), lambda t: self.run_fs(
+                t, "find", prefix, detail=True))
         except FileNotFoundError:
             return {}
         out = {}
@@ -171,77 +183,69 @@ class RemoteStore(CacheStore):
                 out[rel] = ObjectInfo(int(info.get("size") or 0), _modified(info))
         return out
 
-    def get_file(self, key: str, rel: str, dest: Path) -> None:
-        """Download ``KEY/rel`` to the local file ``dest`` (overwritten)."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        self._call(f"downloading {self.object_url(key, rel)}", self.fs.get_file,
-                   self.object_path(key, rel), str(dest))
-
-    def put_file(self, src: Path, key: str, rel: str, metadata: Mapping[str, str], *,
-                 create_only: bool = False) -> None:
-        """Upload the local file ``src`` as ``KEY/rel`` with ``metadata`` (kept where the
-        store keeps object metadata). ``create_only``: as for :meth:`write_marker`."""
-        self._call(f"uploading {self.object_url(key, rel)}", self._write,
-                   self.object_path(key, rel), src, create_only, self._put_kwargs(metadata))
-
-    def object_metadata(self, key: str, rel: str) -> dict[str, str] | None:
-        """The metadata object ``KEY/rel`` was uploaded with (``{}`` if this store keeps
-        none), or None if there is no such object."""
+    def delete(self, key: str, rel: str) -> None:
         try:
-            self._call(f"reading {self.object_url(key, rel)}", self.fs.info,
-                       self.object_path(key, rel))
+            self._call("deleting", self.object_url(key, rel), lambda t: self.run_fs(
+                t, "rm_file", self.object_path(key, rel)))
+        except FileNotFoundError:
+            pass
+
+    def metadata(self, key: str, rel: str) -> dict[str, str] | None:
+        try:
+            self._call("reading", self.object_url(key, rel), lambda t: self.run_fs(
+                t, "info", self.object_path(key, rel)))
         except FileNotFoundError:
             return None
         return {}
 
-    def _write(self, path: str, src: Path | bytes, create_only: bool,
-               kwargs: Mapping[str, Any]) -> None:
-        if create_only and self.fs.exists(path):  # no conditional writes in plain fsspec
-            raise FileExistsError(path)
-        if isinstance(src, bytes):
-            self.fs.pipe_file(path, src, **kwargs)
+    # -- hooks for subclasses --------------------------------------------------------------
+    def write_options(self, rel: str, metadata: dict[str, str]) -> dict[str, Any]:
+        """Hook: keyword arguments for the filesystem's write of ``rel`` carrying
+        ``metadata`` (plain fsspec keeps none: no keywords)."""
+        return {}
+
+    def write_object(self, timeout: float, path: str, data: bytes | Path, *, if_absent: bool,
+                     options: Mapping[str, Any]) -> bool:
+        """Hook: one write of ``data`` to ``path`` within ``timeout`` seconds (use
+        :meth:`run_fs`). With ``if_absent``, write only if nothing is there and return
+        False if something was."""
+        if if_absent and self.run_fs(timeout, "exists", path):
+            return False
+        if isinstance(data, bytes):
+            self.run_fs(timeout, "pipe_file", path, data, **options)
         else:
-            self.fs.put_file(str(src), path, **kwargs)
-
-    def _put_kwargs(self, metadata: Mapping[str, str]) -> dict[str, Any]:
-        return {}
-
-    def _marker_kwargs(self) -> dict[str, Any]:
-        return {}
+            self.run_fs(timeout, "put_file", str(data), path, **options)
+        return True
 
 
-@dataclass(frozen=True)
-class ObjectInfo:
-    """An object as a listing shows it."""
+#: Error codes that mean the credentials were refused or do not allow the operation.
+_ACCESS_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                           "ExpiredToken", "InvalidToken", "AllAccessDisabled"})
 
-    size: int
-    #: last modification, seconds since the epoch by the store's clock (None if unknown)
-    modified: float | None
+
+def _error_code(exc: BaseException) -> str | None:
+    """The service's error code (``NoSuchBucket``, ``AccessDenied``) anywhere in the chain."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        response = getattr(e, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            if code:
+                return str(code)
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def _modified(info: Mapping[str, Any]) -> float | None:
-    for name in ("LastModified", "last_modified", "mtime", "modified", "updated"):
+    for name in ("LastModified", "last_modified", "mtime", "modified", "updated", "created"):
         value = info.get(name)
         if isinstance(value, datetime):
             return value.timestamp()
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     return None
-
-
-def parse_marker(data: bytes | None) -> dict[str, Any] | None:
-    """The slipstream attributes in a root ``zarr.json`` if it commits a cache (holds a
-    ``files`` manifest), else None. The format version is checked when the cache is
-    opened (:func:`slipstream.cache.layout.read_manifest`)."""
-    if data is None:
-        return None
-    try:
-        attrs = json.loads(data)["attributes"][layout.ATTRS_KEY]
-    except (ValueError, KeyError, TypeError):
-        return None
-    if not isinstance(attrs, dict) or not isinstance(attrs.get("files"), dict):
-        return None
-    return attrs
 
 
 def _secret_values(options: Mapping[str, Any]) -> list[str]:

@@ -11,7 +11,6 @@ install (``pip install 'slipstream[s3]'``).
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
 
 
 class S3Store(RemoteStore):
-    """Caches under an ``s3://bucket/prefix/`` URL.
+    """Caches under an ``s3://bucket/prefix/`` URL: atomic create-only writes
+    (``If-None-Match: *``) and per-object metadata (``x-amz-meta-*``).
 
     ``endpoint_url`` points at an S3-compatible service (``https://s3.wasabisys.com``,
     ``http://minio:9000``); ``storage_options`` go to :class:`s3fs.S3FileSystem`
@@ -45,6 +45,8 @@ class S3Store(RemoteStore):
     """
 
     protocols = ("s3", "s3a")
+    supports_put_if_absent = True
+    supports_object_metadata = True
 
     @classmethod
     def client_options(cls, options: dict[str, Any]) -> dict[str, Any]:
@@ -63,32 +65,33 @@ class S3Store(RemoteStore):
         endpoint = opts.get("endpoint_url") or client.get("endpoint_url")
         return str(endpoint) if endpoint else None
 
-    def object_metadata(self, key: str, rel: str) -> dict[str, str] | None:
+    def metadata(self, key: str, rel: str) -> dict[str, str] | None:
         try:
-            meta = self._call(f"reading metadata of {self.object_url(key, rel)}",
-                              self.fs.metadata, self.object_path(key, rel))
+            meta = self._call("reading the metadata of", self.object_url(key, rel),
+                              lambda t: self.run_fs(t, "metadata", self.object_path(key, rel)))
         except FileNotFoundError:
             return None
         return {str(k).lower(): str(v) for k, v in (meta or {}).items()}
 
-    def _write(self, path: str, src: Path | bytes, create_only: bool,
-               kwargs: Mapping[str, Any]) -> None:
-        mode = "create" if create_only else "overwrite"  # If-None-Match: *
+    def write_options(self, rel: str, metadata: dict[str, str]) -> dict[str, Any]:
+        options: dict[str, Any] = {"Metadata": metadata}
+        if rel.endswith(".json"):
+            options["ContentType"] = "application/json"
+        return options
+
+    def write_object(self, timeout: float, path: str, data: bytes | Path, *, if_absent: bool,
+                     options: Mapping[str, Any]) -> bool:
+        mode = "create" if if_absent else "overwrite"  # create: If-None-Match: *
         try:
-            if isinstance(src, bytes):
-                self.fs.pipe_file(path, src, mode=mode, **kwargs)
+            if isinstance(data, bytes):
+                self.run_fs(timeout, "pipe_file", path, data, mode=mode, **options)
             else:
-                self.fs.put_file(str(src), path, mode=mode, **kwargs)
+                self.run_fs(timeout, "put_file", str(data), path, mode=mode, **options)
         except OSError as exc:
-            if create_only and _precondition_failed(exc):
-                raise FileExistsError(errno.EEXIST, "object exists", path) from None
+            if if_absent and _precondition_failed(exc):
+                return False
             raise
-
-    def _put_kwargs(self, metadata: Mapping[str, str]) -> dict[str, Any]:
-        return {"Metadata": dict(metadata)}
-
-    def _marker_kwargs(self) -> dict[str, Any]:
-        return {"ContentType": "application/json"}
+        return True
 
 
 def _precondition_failed(exc: BaseException) -> bool:

@@ -1,4 +1,6 @@
-"""A conformance kit: the source contract as pytest tests a plugin author subclasses.
+"""A conformance kit: the source and store contracts as pytest tests a plugin author
+subclasses (:class:`SourceTests` below; :class:`StoreTests` gets one ``store`` fixture, see
+``docs/plugins.md``).
 
 Write a small dataset, say what its samples are, and inherit the tests::
 
@@ -25,7 +27,7 @@ refused), ``iter_samples`` (every index once, equal to ``read``, on one or sever
 threads, no threads left behind), a JSON fingerprint stable across opens, a JSON
 ``describe()`` free of credentials, and a cache built from the source that reads back
 byte for byte and is found again instead of rebuilt. The built-in sources pass the
-same kit (``tests/test_conformance_builtin.py``).
+same kit (``tests/sources/test_conformance_builtin.py``).
 
 The kit needs pytest (``pip install 'slipstream[test]'``); importing it has no side
 effects beyond importing slipstream itself.
@@ -44,5 +46,6 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from .source import SourceTests
+from .store import StoreTests
 
-__all__ = ["SourceTests"]
+__all__ = ["SourceTests", "StoreTests"]

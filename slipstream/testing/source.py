@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from ..cache import build_cache
 from ..cache.layout import MANIFEST_NAME
+from ..caching import build_cache
 from ..errors import SlipstreamError
 from ..location import Location
 from ..plugins import get_plugin_host

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from slipstream.hookspecs import hookimpl
-from slipstream.sources import Source
+from slipstream.plugin import Source, hookimpl
 
 from .source import WebDatasetSource
 

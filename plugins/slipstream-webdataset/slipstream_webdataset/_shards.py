@@ -14,9 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from slipstream.errors import SampleError, UnsafeArchiveError
-from slipstream.sources import Detection
-from slipstream.sources.tar import check_member_safe
+from slipstream.plugin import Detection, SampleError, UnsafeArchiveError, check_member_safe
 
 __all__ = [
     "IMAGE_EXTENSIONS",

@@ -8,16 +8,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from slipstream.errors import SampleError, SourceNotFoundError
-from slipstream.schema import Field, FieldKind
-from slipstream.sources import Detection, Source
-from slipstream.sources._fsinfo import version_tag
+from slipstream.plugin import (
+    Detection,
+    Field,
+    FieldKind,
+    SampleError,
+    Source,
+    SourceNotFoundError,
+    version_tag,
+)
 
 from ._shards import SHARD_SUFFIX, ShardSample, peek_shard, scan_shard
 
 if TYPE_CHECKING:
-    from slipstream.location import Location
-    from slipstream.schema import Sample
+    from slipstream.plugin import Location, Sample
 
 __all__ = ["WebDatasetSource"]
 

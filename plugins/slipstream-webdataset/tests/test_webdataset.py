@@ -15,14 +15,18 @@ import fsspec
 import numpy as np
 import pytest
 from PIL import Image
+from slipstream_webdataset import WebDatasetSource
 
-from slipstream.errors import SampleError, SourceNotFoundError, UnsafeArchiveError
-from slipstream.location import Location
+from slipstream.plugin import (
+    Location,
+    SampleError,
+    SourceNotFoundError,
+    SourceTests,
+    UnsafeArchiveError,
+)
 from slipstream.plugins import get_plugin_host
 from slipstream.sample_data import make_image_folder, natural_image
 from slipstream.sources import open_source
-from slipstream.testing import SourceTests
-from slipstream_webdataset import WebDatasetSource
 
 
 # -- writing shards ----------------------------------------------------------------------

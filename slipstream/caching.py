@@ -1,0 +1,171 @@
+"""Getting a dataset's cache: find it, else pull it, else build it (and push it).
+
+This layer sits above both the cache format (``slipstream/cache/``, which writes and reads
+one directory) and the stores (``slipstream/stores/``, where caches live and how they
+travel), and is the one place that joins them. ``SlipstreamDataset.build_cache`` and
+``SlipstreamLoader(..., remote_cache=URL)`` come through here. See ``docs/sharing.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .cache import Cache, FieldIndex
+from .cache.arrays import DEFAULT_HEAP_CHUNK_BYTES
+from .cache.builder import select_fields, stored_format, write_cache
+from .cache.derived import ensure_format
+from .cache.index import write_index as _write_index
+from .cache.key import content_key
+from .errors import RemoteCacheWarning, SlipstreamError
+from .sources.base import Source
+from .stores._transfer import DEFAULT_THREADS, SyncReport
+from .stores.base import CacheStore
+from .stores.local import LocalStore
+from .stores.pull import pull_cache
+from .stores.push import push_cache
+from .stores.sync import pull_additions
+
+if TYPE_CHECKING:
+    from .dataset import SlipstreamDataset
+
+__all__ = ["build_cache", "ensure_cache", "open_cache", "write_index"]
+
+log = logging.getLogger("slipstream.stores")
+
+
+def open_cache(cache: Cache | str | os.PathLike[str]) -> Cache:
+    """``cache`` (a directory in a local store, or a :class:`Cache` opened by path) with
+    the workspace of the local store holding it, so that indexes and derived formats can
+    be added to it."""
+    if not isinstance(cache, Cache):
+        cache = Cache(Path(cache))
+    if cache.workspace is None:
+        cache.workspace = LocalStore(cache.path.parent).workspace(cache.path.name)
+    return cache
+
+
+def write_index(cache: Cache | str | os.PathLike[str],
+                fields: Sequence[str] = ("label",)) -> dict[str, FieldIndex]:
+    """Store value → samples indexes for numeric ``fields`` in the cache
+    (:func:`slipstream.cache.write_index`, for a cache opened any way)."""
+    return _write_index(open_cache(cache), fields)
+
+
+def build_cache(
+    source: Source,
+    store: LocalStore | str | os.PathLike[str],
+    *,
+    image_format: str = "jpeg",
+    fields: Sequence[str] | None = None,
+    num_threads: int = 16,
+    progress: bool = True,
+    heap_chunk_bytes: int = DEFAULT_HEAP_CHUNK_BYTES,
+    lock_timeout: float | None = None,
+) -> Cache:
+    """Find the cache of ``source`` in ``store`` (a local store or its directory), or
+    build it there.
+
+    The build goes into a private directory, published with one atomic rename once its
+    manifest is written: a reader never sees a partial cache, and a build killed at any
+    point leaves only a private directory that the next build removes. Concurrent
+    builders of the same key (processes of a distributed job, users sharing a directory)
+    serialise on a lock: one builds, the others wait up to ``lock_timeout`` seconds
+    (forever if None) and then use its cache.
+    """
+    if not isinstance(store, LocalStore):
+        store = LocalStore(store)
+    selected = select_fields(source, fields)
+    base_format = stored_format(image_format)
+    key = content_key(source.name, source.fingerprint(), selected, base_format)
+    if not store.has(key):
+        with store.build_lock(key, timeout=lock_timeout):
+            if not store.has(key):  # else another process built it while we waited
+                build_dir = store.new_build_dir(key)
+                try:
+                    write_cache(source, build_dir, key, selected, image_format=base_format,
+                                num_threads=num_threads, progress=progress,
+                                heap_chunk_bytes=heap_chunk_bytes)
+                    store.publish(build_dir, key)
+                except BaseException:
+                    shutil.rmtree(build_dir, ignore_errors=True)
+                    raise
+    cache = store.open_cache(key)
+    ensure_format(cache, image_format, num_threads=num_threads, progress=progress)
+    return cache
+
+
+def ensure_cache(
+    dataset: SlipstreamDataset,
+    image_format: str = "jpeg",
+    remote: CacheStore | None = None,
+    progress: bool = True,
+    *,
+    threads: int = DEFAULT_THREADS,
+) -> Cache:
+    """The dataset's cache: found locally, else pulled from ``remote``, else built here
+    (and pushed to ``remote``).
+
+    A local cache is used without contacting the remote, unless an earlier push of it
+    did not finish: that push is resumed. A failed push warns
+    (:class:`~slipstream.errors.RemoteCacheWarning`) and returns the local cache, which is
+    complete; the push is retried by the next call or by
+    :func:`slipstream.stores.sync_remote_cache`. A failed pull raises, and leaves nothing
+    behind that a retry would trip on.
+    """
+    store = dataset.store
+    key = dataset.cache_key(image_format)
+    if isinstance(remote, LocalStore) and remote.root.resolve() == store.root.resolve():
+        remote = None  # the remote copy is this very directory: nothing to pull or push
+    if store.has(key):
+        cache = store.open_cache(key)
+        if remote is not None and store.push_pending(key).exists():
+            _push_or_warn(cache, store, remote, threads, progress)
+    elif remote is None:
+        return dataset.build_cache(image_format, progress=progress)
+    elif remote.has(key):
+        report = pull_cache(remote, key, store, threads=threads, progress=progress)
+        if report.pulled:
+            log.info("pulled cache %s from %s (%d files, %d bytes)", key,
+                     remote.describe_url(), len(report.pulled), report.pulled_bytes)
+        cache = store.open_cache(key)
+    else:
+        cache = dataset.build_cache(image_format, progress=progress)  # derives formats too
+        _push_or_warn(cache, store, remote, threads, progress)
+        return cache
+    if image_format != cache.image_format and image_format not in cache.image_formats:
+        if remote is not None:  # fetching a derived format beats deriving it again
+            wanted = [("derived", f"{f}/{image_format}") for f in cache.image_fields]
+            try:
+                pull_additions(cache, remote, SyncReport(key, remote.describe_url()),
+                               only=wanted, threads=threads, progress=progress)
+            except (SlipstreamError, OSError) as exc:
+                warnings.warn(RemoteCacheWarning(
+                    f"could not fetch {image_format} images of cache {key} from "
+                    f"{remote.describe_url()} ({remote.scrub(str(exc))}); deriving them here"
+                ), stacklevel=2)
+        ensure_format(cache, image_format, progress=progress)
+    return cache
+
+
+def _push_or_warn(cache: Cache, store: LocalStore, remote: CacheStore, threads: int,
+                  progress: bool) -> None:
+    pending = store.push_pending(cache.key)
+    pending.touch()
+    try:
+        report = push_cache(cache, remote, threads=threads, progress=progress)
+    except (SlipstreamError, OSError) as exc:
+        warnings.warn(RemoteCacheWarning(
+            f"the cache {cache.key} is built and usable here, but pushing it to "
+            f"{remote.describe_url()} failed: {remote.scrub(str(exc))}. Nothing partial is "
+            f"visible there; the push resumes on the next run with this remote_cache, or "
+            f"with loader.sync_remote_cache()"
+        ), stacklevel=3)
+        return
+    pending.unlink(missing_ok=True)
+    log.info("pushed cache %s to %s: %s", cache.key, remote.describe_url(), report.summary())

@@ -1,0 +1,196 @@
+"""A cache is never half-written where a reader could take it for complete; damage is caught."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from slipstream import SlipstreamDataset
+from slipstream.cache import Cache
+from slipstream.cache.layout import MANIFEST_NAME
+from slipstream.cli import main as cli_main
+from slipstream.errors import CacheFormatError, CacheNotFoundError
+from slipstream.stores import LocalStore
+
+from ..helpers import SLOW_IMAGEFOLDER_READS, folder_expectation, sigkill
+
+# Builds in a child process with slow reads, so the parent can kill it mid-build.
+_SLOW_BUILD = SLOW_IMAGEFOLDER_READS + textwrap.dedent("""
+    import sys
+    from slipstream import SlipstreamDataset
+    ds = SlipstreamDataset(sys.argv[1], cache_dir=sys.argv[2])
+    from slipstream import build_cache
+    build_cache(ds.source, ds.store, progress=False, num_threads=1, heap_chunk_bytes=20000)
+""")
+
+
+def test_sigkill_midway_leaves_nothing_a_reader_takes_for_a_cache(image_folder, cache_root):
+    ds = SlipstreamDataset(image_folder, cache_dir=cache_root)
+    key = ds.cache_key()
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_BUILD, str(image_folder),
+                              str(cache_root)])
+    try:
+        deadline = time.monotonic() + 60
+        # wait until the build has written some heap chunks, then kill it
+        while time.monotonic() < deadline:
+            chunks = list((cache_root / ".tmp").glob(f"{key}.*/image/heap/c/*"))
+            if len(chunks) >= 2:
+                break
+            assert child.poll() is None, "the build finished before it could be killed"
+            time.sleep(0.02)
+        else:
+            pytest.fail("the child build never started writing")
+    finally:
+        returncode = sigkill(child)
+    assert returncode == -signal.SIGKILL
+    # the half build exists only as a private directory...
+    leftovers = [p for p in (cache_root / ".tmp").glob(f"{key}.*") if p.is_dir()]
+    assert leftovers, "expected the killed build's private directory"
+    # ...which no reader takes for a cache
+    store = LocalStore(cache_root)
+    assert not store.has(key) and store.keys() == []
+    assert ds.find_cache() is None
+    with pytest.raises(CacheNotFoundError):
+        Cache(cache_root / key)
+    for d in leftovers:
+        with pytest.raises(CacheNotFoundError):
+            Cache(d)
+    # the next build succeeds, cleans up, and is complete
+    cache = ds.build_cache(progress=False)
+    assert cache.verify().ok
+    assert len(cache) == len(folder_expectation(image_folder))
+    assert not any(p.name.startswith(key) and p.is_dir() for p in (cache_root / ".tmp").iterdir())
+
+
+def test_flipped_byte_is_caught_by_verify(image_folder, cache_root, capsys):
+    cache = SlipstreamDataset(image_folder, cache_dir=cache_root).build_cache(progress=False)
+    assert cache.verify().ok
+    chunk = cache.path / "image" / "heap" / "c" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    chunk.write_bytes(bytes(data))
+    report = cache.verify()
+    assert not report.ok
+    assert report.problems == ["image/heap/c/0: sha256 mismatch (contents changed)"]
+    assert cli_main(["verify", str(cache.path), "-q"]) == 1
+    assert "image/heap/c/0" in capsys.readouterr().err
+
+
+def test_verify_reports_missing_truncated_and_stray_files(image_folder, cache_root):
+    cache = SlipstreamDataset(image_folder, cache_dir=cache_root).build_cache(progress=False)
+    (cache.path / "label" / "c" / "0").unlink()
+    sizes = cache.path / "image" / "sizes" / "c" / "0"
+    sizes.write_bytes(sizes.read_bytes()[:-4])
+    (cache.path / "stray.bin").write_bytes(b"x")
+    problems = cache.verify().problems
+    assert "label/c/0: missing" in problems
+    assert any(p.startswith("image/sizes/c/0: ") and "bytes" in p for p in problems)
+    assert "stray.bin: not listed in the manifest" in problems
+
+
+def _rewrite_version(cache_path, version):
+    meta_path = cache_path / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    if version is None:
+        del meta["attributes"]["slipstream"]["format_version"]
+    else:
+        meta["attributes"]["slipstream"]["format_version"] = version
+    meta_path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("version,match", [
+    (99, "newer than"), (None, "no integer format_version"), ("1", "no integer format_version"),
+    (0, "unknown cache format version"),
+])
+def test_unreadable_format_versions_are_refused(image_folder, cache_root, version, match):
+    cache = SlipstreamDataset(image_folder, cache_dir=cache_root).build_cache(progress=False)
+    _rewrite_version(cache.path, version)
+    with pytest.raises(CacheFormatError, match=match):
+        Cache(cache.path)
+
+
+def test_directory_without_manifest_is_not_a_cache_and_does_not_block_a_build(
+        image_folder, cache_root):
+    ds = SlipstreamDataset(image_folder, cache_dir=cache_root)
+    cache = ds.build_cache(progress=False)
+    meta = json.loads((cache.path / MANIFEST_NAME).read_text())
+    del meta["attributes"]["slipstream"]["files"]  # as if the last write never happened
+    (cache.path / MANIFEST_NAME).write_text(json.dumps(meta))
+    with pytest.raises(CacheNotFoundError, match="did not finish"):
+        Cache(cache.path)
+    assert LocalStore(cache_root).keys() == [] and ds.find_cache() is None
+    rebuilt = ds.build_cache(progress=False)
+    assert rebuilt.path == cache.path and rebuilt.verify().ok
+    os.unlink(cache.path / MANIFEST_NAME)
+    with pytest.raises(CacheNotFoundError, match="no zarr.json"):
+        Cache(cache.path)
+
+
+def test_stale_build_from_a_live_process_is_kept(cache_root):
+    store = LocalStore(cache_root)
+    mine = store.new_build_dir("k" * 40)  # this process is alive: not stale
+    assert store.clean_stale_builds() == [] and mine.exists()
+
+
+_BUILD_AND_REPORT = textwrap.dedent("""
+    import sys, time
+    from slipstream import SlipstreamDataset
+    from slipstream.sources.imagefolder import ImageFolderSource
+    calls = 0
+    real_read = ImageFolderSource.read
+    def counting_read(self, i):
+        global calls
+        calls += 1
+        time.sleep(0.01)
+        return real_read(self, i)
+    ImageFolderSource.read = counting_read
+    cache = SlipstreamDataset(sys.argv[1], cache_dir=sys.argv[2]).build_cache(progress=False)
+    print(cache.path, calls)
+""")
+
+
+def test_concurrent_builders_build_once(image_folder, cache_root):
+    """Two processes wanting the same cache: one builds, the other waits and reuses it."""
+    procs = [subprocess.Popen([sys.executable, "-c", _BUILD_AND_REPORT, str(image_folder),
+                               str(cache_root)], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=120)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert outputs[0][0] == outputs[1][0]  # same cache
+    reads = sorted(int(o[1]) for o in outputs)
+    assert reads == [0, len(folder_expectation(image_folder))]  # read the source once
+    assert Cache(outputs[0][0]).verify().ok
+
+
+@pytest.mark.parametrize("array,value,match", [
+    ("heights", 60000, "claims 60000x"),
+    ("codecs", 9, "unknown image codec 9"),
+])
+def test_image_tables_no_build_writes_are_refused_on_open(image_folder, cache_root, array,
+                                                          value, match):
+    """Decode buffers are sized from the stored heights and widths: a damaged or hostile
+    cache claiming a huge image (or an unknown codec) is refused before any decode."""
+    import numpy as np
+
+    from slipstream.errors import CacheCorruptError
+
+    cache = SlipstreamDataset(image_folder, cache_dir=cache_root).build_cache(progress=False)
+    chunk = cache.path / "image" / array / "c" / "0"
+    dtype = {"heights": "<u4", "codecs": "u1"}[array]
+    values = np.fromfile(chunk, dtype=dtype)
+    values[3] = value
+    values.tofile(chunk)
+    if array == "heights":  # make it also wide, so the pixel count is beyond the limit
+        widths = cache.path / "image" / "widths" / "c" / "0"
+        w = np.fromfile(widths, dtype="<u4")
+        w[3] = 60000
+        w.tofile(widths)
+    with pytest.raises(CacheCorruptError, match=match):
+        Cache(cache.path).column("image")
