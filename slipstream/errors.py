@@ -20,6 +20,8 @@ __all__ = [
     "CacheCorruptError",
     "CacheWriteError",
     "MissingDependencyError",
+    "InvalidArgumentError",
+    "PipelineError",
 ]
 
 
@@ -75,3 +77,11 @@ class CacheWriteError(CacheError, OSError):
 
 class MissingDependencyError(SlipstreamError, ImportError):
     """An optional dependency is missing; the message names the extra that installs it."""
+
+
+class InvalidArgumentError(SlipstreamError, ValueError):
+    """An argument (or a saved state) is out of range or malformed; the message names it."""
+
+
+class PipelineError(SlipstreamError, TypeError):
+    """A pipeline stage does not follow the stage contract (``stage(value, ctx)``)."""
