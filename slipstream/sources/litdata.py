@@ -441,7 +441,8 @@ class LitDataSource(Source):
             items = [(self._split_item(raw, self._starts[c] + k), True)
                      for k, raw in enumerate(framed_items(data, chunk.num_items, name))]
         else:
-            items = [(self._split_item(raw, self._starts[c] + k), True)
+            first = self._starts[c]
+            items = [(self._split_item(self._unwrap(raw, kind, first + k), first + k), True)
                      for k, raw in enumerate(self._classic_items(c, data))]
         with self._lock:
             self._decoded[c] = items
