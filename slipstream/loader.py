@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._crop_params import crop_params
 from ._decode_pool import BatchJob, DecodePool
 from ._sampler import EpochSampler
 from .cache import Cache
@@ -633,6 +634,9 @@ class _EpochIterator:
             else:
                 out[p.field] = value
                 on_cuda |= isinstance(value, torch.Tensor) and value.is_cuda
+            params = crop_params(p.decoder, p.transforms, plans[p.field], n, ctx, keep)
+            if params is not None:
+                out[f"{p.field}_params"] = params
         for f in self.cache.fields:
             if f.kind is FieldKind.IMAGE:
                 continue
