@@ -37,6 +37,8 @@ ARROW_MAGIC = b"LDARW01\0"
 FRAMED_MAGIC = b"LDFZ01\0\0"
 _FRAMED_PREFIX = struct.Struct("<8sHHIII")
 _FRAMED_FRAME = struct.Struct("<IIQII")
+#: A chunk's item offsets are uint32: no chunk, or item, inflates past this.
+_MAX_INFLATED = 1 << 32
 
 
 def _pyarrow(why: str) -> Any:
@@ -55,8 +57,18 @@ def zstd_decompress(data: bytes, name: str, size: int | None = None) -> bytes:
     try:
         if size is not None:
             return bytes(pa.Codec("zstd").decompress(data, decompressed_size=size, asbytes=True))
+        parts, total = [], 0
         with pa.input_stream(pa.py_buffer(data), compression="zstd") as stream:
-            return bytes(stream.read())
+            while piece := stream.read(1 << 24):
+                total += len(piece)
+                if total > _MAX_INFLATED:
+                    raise SampleError(f"{name}: its zstd data inflates past {_MAX_INFLATED} "
+                                      f"bytes, more than a chunk can hold; it is corrupt",
+                                      path=name)
+                parts.append(piece)
+        return b"".join(parts)
+    except SampleError:
+        raise
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise SampleError(f"{name}: its zstd data does not decompress ({exc}); the chunk is "
                           f"corrupt or truncated", path=name) from exc
@@ -84,17 +96,20 @@ def framed_items(data: bytes, num_items: int, name: str) -> list[bytes]:
     if n_frames == 0 or payload_at > len(data):
         raise corrupt(f"its tables ({n_frames} frames) do not fit in {len(data)} bytes")
     offsets = struct.unpack_from(f"<{count + 1}I", data, offsets_at)
-    parts, expected_first = [], 0
-    for f in range(n_frames):
-        first, n, at, clen, ulen = _FRAMED_FRAME.unpack_from(data, table_at + f * _FRAMED_FRAME.size)
+    frames = [_FRAMED_FRAME.unpack_from(data, table_at + f * _FRAMED_FRAME.size)
+              for f in range(n_frames)]
+    expected_first = 0
+    for f, (first, n, at, clen, _) in enumerate(frames):
         if first != expected_first or at < payload_at or at + clen > len(data):
             raise corrupt(f"frame {f} is out of place")
-        parts.append(zstd_decompress(data[at:at + clen], name, ulen))
         expected_first = first + n
-    payload = b"".join(parts)
-    if expected_first != count or offsets[0] != 0 or offsets[-1] != len(payload) or any(
-            b < a for a, b in zip(offsets, offsets[1:])):
+    # checked before inflating anything: the frames' sizes must add up to the items'
+    if expected_first != count or offsets[0] != 0 or any(
+            b < a for a, b in zip(offsets, offsets[1:])) or sum(
+            f[4] for f in frames) != offsets[-1]:
         raise corrupt("its item offsets do not match its frames")
+    payload = b"".join(zstd_decompress(data[at:at + clen], name, ulen)
+                       for _, _, at, clen, ulen in frames)
     return [payload[offsets[k]:offsets[k + 1]] for k in range(count)]
 
 
