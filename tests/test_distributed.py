@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -215,9 +216,11 @@ def single(cache: Cache) -> SimpleNamespace:
 @pytest.mark.parametrize("world_size", [1, 2, 3, 4])
 def test_explicit_placement_strides_the_global_order(cache, single, world_size, batch_size,
                                                      drop_last):
-    runs = [run_epoch(cache, 1, batch_size=batch_size, drop_last=drop_last,
-                      num_threads=1 + r % 2, rank=r, world_size=world_size)
-            for r in range(world_size)]
+    empty = drop_last and N // world_size < batch_size  # no batch at all: a warning says so
+    with pytest.warns(UserWarning, match="no batches") if empty else nullcontext():
+        runs = [run_epoch(cache, 1, batch_size=batch_size, drop_last=drop_last,
+                          num_threads=1 + r % 2, rank=r, world_size=world_size)
+                for r in range(world_size)]
     # every rank: the same number of batches, of the same sizes, as len() promised
     assert len({run.len for run in runs}) == 1
     assert all(run.batch_sizes == runs[0].batch_sizes for run in runs)
