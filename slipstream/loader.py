@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 import secrets
 import warnings
@@ -98,11 +99,12 @@ def _default_threads() -> int:
 def _check_num_threads(num_threads: int | None) -> int:
     if num_threads is None:
         return _default_threads()
-    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+    if (isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral)
+            or num_threads < 1):
         raise InvalidArgumentError(
             f"num_threads must be a positive integer (or None: the usable CPUs divided by "
             f"LOCAL_WORLD_SIZE, here {_default_threads()}), got {num_threads!r}")
-    return num_threads
+    return int(num_threads)
 
 
 def _check_pipelines(pipelines: Pipelines | None) -> dict[str, list[Any]]:
