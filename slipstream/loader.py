@@ -123,8 +123,9 @@ def _check_pipelines(pipelines: Pipelines | None) -> dict[str, list[Any]]:
         for i, stage in enumerate(stages):
             if isinstance(stage, ImageDecoder):
                 if i > 0:
-                    raise PipelineError(f"pipelines[{field!r}] stage {i}: {stage!r} is a decoder, "
-                                        f"not a batch transform; a decoder can only be the first stage")
+                    raise PipelineError(
+                        f"pipelines[{field!r}] stage {i}: {stage!r} is a decoder, not a batch "
+                        f"transform; a decoder can only be the first stage")
                 continue
             check_stage(stage, f"pipelines[{field!r}] stage {i}")
         out[field] = list(stages)
@@ -324,11 +325,11 @@ class SlipstreamLoader:
         self.skipped = []
         sampler = self._sampler()
         if start == 0 and len(sampler) == 0:
+            per_rank = sampler.num_samples // self.world_size
             warnings.warn(
                 f"SlipstreamLoader yields no batches: drop_last=True and batch_size="
-                f"{self.batch_size} is larger than the {sampler.num_samples // self.world_size} "
-                f"samples each of {self.world_size} rank(s) gets from {sampler.num_samples}. "
-                f"Use a smaller "
+                f"{self.batch_size} is larger than the {per_rank} samples each of "
+                f"{self.world_size} rank(s) gets from {sampler.num_samples}. Use a smaller "
                 f"batch_size or drop_last=False", UserWarning, stacklevel=2)
         return _EpochIterator(self, epoch, sampler.batches(epoch, offset=start))
 

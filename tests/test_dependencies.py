@@ -65,9 +65,19 @@ def test_every_install_hint_names_an_extra_that_exists():
 @pytest.mark.parametrize("url,extra,module", [
     ("gs://bucket/data", "gcs", "gcsfs"),
     ("az://container/data", "azure", "adlfs"),
+    ("abfs://container/data", "azure", "adlfs"),
 ])
 def test_a_missing_filesystem_names_its_extra(url, extra, module):
     if importlib.util.find_spec(module) is not None:
         pytest.skip(f"{module} is installed here, so {url} does not fail")
     with pytest.raises(MissingDependencyError, match=rf"pip install 'slipstream\[{extra}\]'"):
         Location.parse(url)
+
+
+def test_a_protocol_without_an_extra_names_no_extra():
+    if importlib.util.find_spec("paramiko") is not None:
+        pytest.skip("paramiko is installed here, so sftp:// does not fail")
+    with pytest.raises(MissingDependencyError, match="install the package that fsspec asks "
+                                                     "for.*paramiko") as info:
+        Location.parse("sftp://host/data")
+    assert "slipstream[" not in str(info.value)

@@ -429,10 +429,8 @@ class LitDataSource(Source):
         if data is None:
             data = self._ranges.read_all(self._chunk_path(c), name=name)
         kind = self._chunk_kind(c, data)
-        if kind == _FILE_ZSTD:
-            data = zstd_decompress(data, name)
-            kind = _ARROW if self._chunk_offsets(c, data)[-1] == _header_bytes(chunk.num_items) \
-                else _CLASSIC
+        if kind == _FILE_ZSTD:  # litdata compresses whole files of classic chunks only
+            data, kind = zstd_decompress(data, name), _CLASSIC
         if kind == _ARROW:
             rows = arrow_items(data, _header_bytes(chunk.num_items), chunk.num_items,
                                self._names, name)
