@@ -312,6 +312,8 @@ def _expected(gen, variant: str, i: int) -> dict[str, Any]:
             out.update({f"{key}.{k}": v for k, v in value.items()})
         elif isinstance(value, bool):
             out[key] = int(value)
+        elif isinstance(value, list):
+            out[key] = json.dumps(value).encode()  # a nested leaf in an Arrow section: JSON
         elif isinstance(value, np.ndarray):
             out[key] = value.tobytes()  # a numpy leaf: its raw bytes, as litdata stored them
         elif isinstance(value, Image.Image):

@@ -152,7 +152,12 @@ def arrow_items(data: bytes, header_len: int, num_items: int, names: list[str],
     for n in names:
         values = table.column(n).to_pylist()
         if not _plain(pa, table.schema.field(n).type):  # a list, say: litdata's "json" leaf
-            values = [None if v is None else json.dumps(v).encode() for v in values]
+            try:
+                values = [None if v is None else json.dumps(v).encode() for v in values]
+            except (TypeError, ValueError) as exc:  # bytes in a list: not JSON
+                raise SampleError(f"{name}: the nested leaf {n!r} holds values JSON cannot "
+                                  f"represent ({exc}); slipstream reads nested leaves as "
+                                  f"JSON text", path=name) from exc
         columns.append(values)
     return [list(row) for row in zip(*columns)]
 
