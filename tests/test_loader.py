@@ -5,10 +5,9 @@ small generated ImageFolders, real decode threads."""
 from __future__ import annotations
 
 import gc
-from contextlib import nullcontext
-
 import threading
 import weakref
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np

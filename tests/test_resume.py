@@ -1,6 +1,9 @@
 """Resume: ``state_dict()`` taken anywhere in a run and restored with ``load_state_dict()``
 in a new process (other seed argument, other thread count) yields exactly the batches the
-uninterrupted run yielded next: same samples, same labels, same augmented pixels."""
+uninterrupted run yielded next: same samples, same labels, same augmented pixels. Restored
+at another world size (torchrun, 2 → 1 and 1 → 2 processes), the new ranks serve the rest
+of the epoch once, with the same crops. Damaged states and bad arguments are refused by
+name."""
 
 from __future__ import annotations
 
