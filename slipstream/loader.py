@@ -56,14 +56,14 @@ def _distributed_placement(distributed: bool | None, rank: int | None,
         return 0, 1
     if rank is None or world_size is None:
         if not group_up:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "distributed=True needs rank= and world_size=, or an initialised "
                 "torch.distributed process group (torch.distributed.init_process_group)"
             )
         rank = dist.get_rank() if rank is None else rank
         world_size = dist.get_world_size() if world_size is None else world_size
     if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        raise InvalidArgumentError(f"rank {rank} is outside world_size {world_size}")
     return int(rank), int(world_size)
 
 
@@ -96,11 +96,14 @@ def _default_threads() -> int:
     return max(1, usable // max(1, local_world))
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_num_threads(num_threads: int | None) -> int:
     if num_threads is None:
         return _default_threads()
-    if (isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral)
-            or num_threads < 1):
+    if not _is_int(num_threads) or num_threads < 1:
         raise InvalidArgumentError(
             f"num_threads must be a positive integer (or None: the usable CPUs divided by "
             f"LOCAL_WORLD_SIZE, here {_default_threads()}), got {num_threads!r}")
@@ -209,21 +212,23 @@ class SlipstreamLoader:
         on_error: str = "raise",
     ) -> None:
         if on_error not in ON_ERROR_POLICIES:
-            raise ValueError(f"on_error must be one of {ON_ERROR_POLICIES}, got {on_error!r}")
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if prefetch < 2:
-            raise ValueError(f"prefetch must be at least 2 (one batch consumed, one decoding), "
-                             f"got {prefetch}")
+            raise InvalidArgumentError(f"on_error must be one of {ON_ERROR_POLICIES}, got "
+                                       f"{on_error!r}")
+        if not _is_int(batch_size) or batch_size <= 0:
+            raise InvalidArgumentError(f"batch_size must be a positive integer, got "
+                                       f"{batch_size!r}")
+        if not _is_int(prefetch) or prefetch < 2:
+            raise InvalidArgumentError(f"prefetch must be an integer of at least 2 (one batch "
+                                       f"consumed, one decoding), got {prefetch!r}")
         self.dataset = dataset
-        self.batch_size = batch_size
+        self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.rank, self.world_size = _distributed_placement(distributed, rank, world_size)
         self.seed = _shared_seed() if seed is None else int(seed)
         self.drop_last = drop_last
         self.num_threads = _check_num_threads(num_threads)
         self.device = torch.device(device) if device is not None else None
-        self.prefetch = prefetch
+        self.prefetch = int(prefetch)
         self.image_format = image_format
         self.progress = progress
         self._pipelines_arg = _check_pipelines(pipelines)

@@ -366,3 +366,16 @@ def test_elastic_resume_from_one_rank_to_two(elastic):
     assert sorted(served[:-1]) == sorted(order[12:])  # every remaining sample exactly once
     assert not set(served) & set(elastic.saved_w1[1:])  # and nothing served before again
     _check_crops(elastic, *elastic.resumed_w2)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+    ({"batch_size": 2.5}, "batch_size must be a positive integer, got 2.5"),
+    ({"prefetch": 1}, "prefetch must be an integer of at least 2"),
+    ({"on_error": "ignore"}, "on_error must be one of"),
+    ({"rank": 2, "world_size": 2}, "rank 2 is outside world_size 2"),
+])
+def test_bad_loader_arguments_fail_at_construction(cache, kwargs, match):
+    with pytest.raises(InvalidArgumentError, match=match) as info:
+        make_loader(cache, **kwargs)
+    assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
