@@ -39,10 +39,18 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # torch first, pinned: an unpinned torch would pull a multi-GB CUDA build here.
   pip "torch==${SLIPSTREAM_TORCH_VERSION:-2.13.0}"
   pip -e "$spec"
+  # The LitData tests write datasets with litdata itself, which requires torchvision
+  # (never installed here): litdata alone, --no-deps; the test extra lists the rest.
+  for extra in "${extras[@]}"; do
+    if [ "$extra" = test ] || [ "$extra" = dev ]; then
+      pip --no-deps "litdata==0.2.76"
+      break
+    fi
+  done
   for plugin in plugins/*/; do
     pip -e "$plugin"
   done
-  .venv/bin/python -c "import slipstream, torch, zarr
+  .venv/bin/python -c "import slipstream, torch
 from slipstream.decode.libturbojpeg import library; library()" || {
     echo "setup: the install did not complete (see pip's messages above)" >&2; exit 1; }
   echo "$want" > "$stamp"

@@ -16,6 +16,13 @@ class EpochSampler:
     Under distributed training each rank takes its stride of the global order (padded
     so every rank gets the same number of batches); the global order itself never
     depends on the world size.
+
+    An epoch can start part-way, at a global position ``offset``: the samples before it
+    were served already (by a run at any world size; ``w`` ranks that each took ``k``
+    batches of ``b`` served exactly the first ``w·k·b`` samples of the global order).
+    The rest is strided over this sampler's ranks by the same rule, so resuming at the
+    world size that saved the position continues exactly where it stopped, and resuming
+    at another world size serves every remaining sample once (plus the padding).
     """
 
     num_samples: int
@@ -38,27 +45,33 @@ class EpochSampler:
         rng = np.random.default_rng([self.seed & 0xFFFFFFFFFFFFFFFF, epoch])
         return rng.permutation(self.num_samples).astype(np.int64)
 
-    def per_rank(self) -> int:
-        """Samples each rank sees in an epoch."""
-        n, w = self.num_samples, self.world_size
+    def per_rank(self, offset: int = 0) -> int:
+        """Samples each rank sees in an epoch that starts at global position ``offset``."""
+        left, w = max(0, self.num_samples - offset), self.world_size
         if self.drop_last:
-            per = n // w
+            per = left // w
             return per - per % self.batch_size
-        return -(-n // w)
+        return -(-left // w)
 
-    def rank_order(self, epoch: int) -> np.ndarray:
+    def rank_order(self, epoch: int, offset: int = 0) -> np.ndarray:
         order = self.global_order(epoch)
-        per = self.per_rank()
-        if self.world_size > 1 and not self.drop_last and len(order) < per * self.world_size:
-            order = np.resize(order, per * self.world_size)  # repeat from the start, cyclically
-        return order[self.rank :: self.world_size][:per]
+        per = self.per_rank(offset)
+        end = offset + per * self.world_size
+        if not self.drop_last and len(order) < end:
+            order = np.resize(order, end)  # pad by repeating from the start, cyclically
+        return order[offset + self.rank :: self.world_size][:per]
 
-    def __len__(self) -> int:
-        per = self.per_rank()
+    def num_batches(self, offset: int = 0) -> int:
+        """This rank's batches in an epoch that starts at global position ``offset``."""
+        per = self.per_rank(offset)
         return per // self.batch_size if self.drop_last else -(-per // self.batch_size)
 
-    def batches(self, epoch: int, start: int = 0) -> list[np.ndarray]:
-        """This rank's batches for ``epoch``, from batch ``start`` on."""
-        order = self.rank_order(epoch)
+    def __len__(self) -> int:
+        return self.num_batches()
+
+    def batches(self, epoch: int, start: int = 0, offset: int = 0) -> list[np.ndarray]:
+        """This rank's batches for ``epoch`` started at global position ``offset``, from
+        batch ``start`` on."""
+        order = self.rank_order(epoch, offset)
         b = self.batch_size
-        return [order[i : i + b] for i in range(start * b, len(self) * b, b)]
+        return [order[i : i + b] for i in range(start * b, self.num_batches(offset) * b, b)]

@@ -91,6 +91,12 @@ class ImageDecoder(abc.ABC):
     def finish(self, slot: Any, plan: Any, n: int) -> Any:
         """The batch value for the first ``n`` samples of ``slot``."""
 
+    def params(self, plan: Any, n: int) -> Any:
+        """The crop boxes of the first ``n`` samples, when asked for (``return_params``):
+        an ``(n, 4)`` int64 tensor of ``(top, left, height, width)`` in the stored image's
+        pixels (the region actually read), or a dict of them per view; else ``None``."""
+        return None
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({args})"
@@ -99,9 +105,11 @@ class ImageDecoder(abc.ABC):
 class _CropDecoder(ImageDecoder):
     """Decoders writing fixed-size ``[B, H, W, 3] uint8`` batches of crops."""
 
-    def __init__(self, size: int | Sequence[int], fast: bool = False) -> None:
+    def __init__(self, size: int | Sequence[int], fast: bool = False,
+                 return_params: bool = False) -> None:
         self.size = _pair(size, type(self).__name__)
         self.fast = fast
+        self.return_params = return_params
 
     def allocate(self, batch_size: int, column: ImageColumnView, pin_memory: bool) -> Any:
         h, w = self.size
@@ -124,6 +132,9 @@ class _CropDecoder(ImageDecoder):
     def finish(self, slot: Any, plan: Any, n: int) -> Any:
         return slot[0][:n]
 
+    def params(self, plan: Any, n: int) -> Any:
+        return torch.from_numpy(np.array(plan[:n], np.int64)) if self.return_params else None
+
 
 class DecodeRandomResizedCrop(_CropDecoder):
     """A random crop of ``scale`` × the area and aspect ratio within ``ratio`` (torchvision's
@@ -135,13 +146,16 @@ class DecodeRandomResizedCrop(_CropDecoder):
     edges (up to tens of levels at sharp colour boundaries, ~1 level on average). It
     always decodes the whole image (libjpeg-turbo's region decoding is unsafe with plain
     chroma replication), so with a TurboJPEG 3 library, where the accurate default
-    decodes only the crop's region (~20% less work), it is the slower choice."""
+    decodes only the crop's region (~20% less work), it is the slower choice.
+
+    ``return_params=True`` adds each sample's crop to the batch as ``<field>_params``
+    (docs/pipelines.md)."""
 
     def __init__(self, size: int | Sequence[int] = 224,
                  scale: Sequence[float] = (0.08, 1.0),
                  ratio: Sequence[float] = (3 / 4, 4 / 3), seed: int | None = None,
-                 fast: bool = False) -> None:
-        super().__init__(size, fast)
+                 fast: bool = False, return_params: bool = False) -> None:
+        super().__init__(size, fast, return_params)
         self.seed = seed
         if not (0 < scale[0] <= scale[1] <= 1.0):
             raise ValueError(f"DecodeRandomResizedCrop: scale must satisfy 0 < lo <= hi <= 1, "
@@ -175,9 +189,11 @@ class DecodeMultiRandomResizedCrop(ImageDecoder):
         names: Sequence[str] | None = None,
         seed: int | None = None,
         fast: bool = False,
+        return_params: bool = False,
     ) -> None:
         n = len(sizes)
         self.fast = fast
+        self.return_params = return_params
         if n == 0:
             raise ValueError("DecodeMultiRandomResizedCrop needs at least one view size")
         self.views = [
@@ -213,6 +229,12 @@ class DecodeMultiRandomResizedCrop(ImageDecoder):
     def finish(self, slot: Any, plan: Any, n: int) -> Any:
         return {name: s[0][:n] for name, s in zip(self.names, slot)}
 
+    def params(self, plan: Any, n: int) -> Any:
+        if not self.return_params:
+            return None
+        return {name: torch.from_numpy(np.array(p[:n], np.int64))
+                for name, p in zip(self.names, plan)}
+
 
 def _per_view(value: Any, k: int, n: int, what: str) -> Sequence[float]:
     """``value`` is one (lo, hi) pair for every view, or one pair per view."""
@@ -232,8 +254,8 @@ class DecodeCenterCrop(_CropDecoder):
     """
 
     def __init__(self, size: int | Sequence[int] = 224, ratio: float = 224 / 256,
-                 fast: bool = False) -> None:
-        super().__init__(size, fast)
+                 fast: bool = False, return_params: bool = False) -> None:
+        super().__init__(size, fast, return_params)
         if not 0 < ratio <= 1:
             raise ValueError(f"DecodeCenterCrop: ratio must be in (0, 1], got {ratio}")
         self.ratio = float(ratio)
@@ -246,11 +268,12 @@ class DecodeResizeCrop(DecodeCenterCrop):
     """Resize the shorter side to ``resize_size``, then take the centre ``crop_size`` square
     (done as one crop + one resize)."""
 
-    def __init__(self, resize_size: int = 256, crop_size: int = 224) -> None:
+    def __init__(self, resize_size: int = 256, crop_size: int = 224,
+                 return_params: bool = False) -> None:
         if crop_size > resize_size:
             raise ValueError(f"DecodeResizeCrop: crop_size ({crop_size}) must not exceed "
                              f"resize_size ({resize_size})")
-        super().__init__(crop_size, ratio=crop_size / resize_size)
+        super().__init__(crop_size, ratio=crop_size / resize_size, return_params=return_params)
         self.resize_size = resize_size
         self.crop_size = crop_size
 

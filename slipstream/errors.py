@@ -28,6 +28,8 @@ __all__ = [
     "RemoteTimeoutError",
     "RemoteCacheWarning",
     "UnknownPipelineError",
+    "InvalidArgumentError",
+    "PipelineError",
 ]
 
 
@@ -124,3 +126,9 @@ class RemoteTimeoutError(RemoteStoreError, TimeoutError):
 
 class RemoteCacheWarning(UserWarning):
     """A cache was built and is usable locally, but sharing it failed (it is retried)."""
+class InvalidArgumentError(SlipstreamError, ValueError):
+    """An argument (or a saved state) is out of range or malformed; the message names it."""
+
+
+class PipelineError(SlipstreamError, TypeError):
+    """A pipeline stage does not follow the stage contract (``stage(value, ctx)``)."""

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 import secrets
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from ._crop_params import crop_params
 from ._decode_pool import BatchJob, DecodePool
 from ._sampler import EpochSampler
 from .cache import Cache
@@ -20,11 +23,17 @@ from .caching import ensure_cache
 from .dataset import SlipstreamDataset
 from .decode.pixels import thread_state
 from .decoders import DecodeCenterCrop, ImageColumnView, ImageDecoder, PackedBytes
-from .errors import CacheError, MissingDependencyError, SampleError
+from .errors import (
+    CacheError,
+    InvalidArgumentError,
+    MissingDependencyError,
+    PipelineError,
+    SampleError,
+)
 from .schema import FieldKind
 from .stores.base import CacheStore
 from .stores.sync import SyncReport, remote_store_for, sync_remote_cache
-from .transforms.base import BatchContext
+from .transforms.base import BatchContext, check_stage
 from .transforms.basic import ToTorchImage
 
 __all__ = ["SlipstreamLoader", "ON_ERROR_POLICIES"]
@@ -48,14 +57,14 @@ def _distributed_placement(distributed: bool | None, rank: int | None,
         return 0, 1
     if rank is None or world_size is None:
         if not group_up:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "distributed=True needs rank= and world_size=, or an initialised "
                 "torch.distributed process group (torch.distributed.init_process_group)"
             )
         rank = dist.get_rank() if rank is None else rank
         world_size = dist.get_world_size() if world_size is None else world_size
     if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        raise InvalidArgumentError(f"rank {rank} is outside world_size {world_size}")
     return int(rank), int(world_size)
 
 
@@ -72,10 +81,59 @@ def _shared_seed() -> int:
 
 
 def _default_threads() -> int:
+    """The CPUs this process may run on, shared among the processes of this node.
+
+    Under ``torchrun`` every rank of a node runs the same loader: each takes its share
+    (``LOCAL_WORLD_SIZE``) instead of every CPU, so 8 ranks do not run 8× too many threads.
+    """
     try:
-        return len(os.sched_getaffinity(0))
+        usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        usable = os.cpu_count() or 1
+    try:
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    except ValueError:
+        local_world = 1
+    return max(1, usable // max(1, local_world))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_num_threads(num_threads: int | None) -> int:
+    if num_threads is None:
+        return _default_threads()
+    if not _is_int(num_threads) or num_threads < 1:
+        raise InvalidArgumentError(
+            f"num_threads must be a positive integer (or None: the usable CPUs divided by "
+            f"LOCAL_WORLD_SIZE, here {_default_threads()}), got {num_threads!r}")
+    return int(num_threads)
+
+
+def _check_pipelines(pipelines: Pipelines | None) -> dict[str, list[Any]]:
+    """``pipelines`` as lists, each stage checked against the stage contract: an optional
+    decoder first, then slipstream batch transforms (``Lambda(fn)`` wraps a plain ``fn``)."""
+    if pipelines is None:
+        return {}
+    if not isinstance(pipelines, Mapping):
+        raise PipelineError(f"pipelines must map field names to lists of stages, got "
+                            f"{type(pipelines).__name__}")
+    out = {}
+    for field, stages in pipelines.items():
+        if isinstance(stages, (str, bytes)) or not isinstance(stages, Sequence):
+            raise PipelineError(f"pipelines[{field!r}] must be a list of stages, got "
+                                f"{type(stages).__name__}")
+        for i, stage in enumerate(stages):
+            if isinstance(stage, ImageDecoder):
+                if i > 0:
+                    raise PipelineError(
+                        f"pipelines[{field!r}] stage {i}: {stage!r} is a decoder, not a batch "
+                        f"transform; a decoder can only be the first stage")
+                continue
+            check_stage(stage, f"pipelines[{field!r}] stage {i}")
+        out[field] = list(stages)
+    return out
 
 
 class _ImagePipeline:
@@ -84,13 +142,10 @@ class _ImagePipeline:
     def __init__(self, field: str, stages: Sequence[Any]) -> None:
         if not stages or not isinstance(stages[0], ImageDecoder):
             first = type(stages[0]).__name__ if stages else "nothing"
-            raise TypeError(
+            raise PipelineError(
                 f"pipelines[{field!r}] must start with a decoder (DecodeRandomResizedCrop, "
                 f"DecodeCenterCrop, DecodeResizeCrop, DecodeOnly, ReadBytes), got {first}"
             )
-        for stage in stages[1:]:
-            if not callable(stage) or isinstance(stage, ImageDecoder):
-                raise TypeError(f"pipelines[{field!r}]: {stage!r} is not a batch transform")
         self.field = field
         self.decoder: ImageDecoder = stages[0]
         self.transforms = list(stages[1:])
@@ -158,31 +213,36 @@ class SlipstreamLoader:
         on_error: str = "raise",
     ) -> None:
         if on_error not in ON_ERROR_POLICIES:
-            raise ValueError(f"on_error must be one of {ON_ERROR_POLICIES}, got {on_error!r}")
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if prefetch < 2:
-            raise ValueError(f"prefetch must be at least 2 (one batch consumed, one decoding), "
-                             f"got {prefetch}")
+            raise InvalidArgumentError(f"on_error must be one of {ON_ERROR_POLICIES}, got "
+                                       f"{on_error!r}")
+        if not _is_int(batch_size) or batch_size <= 0:
+            raise InvalidArgumentError(f"batch_size must be a positive integer, got "
+                                       f"{batch_size!r}")
+        if not _is_int(prefetch) or prefetch < 2:
+            raise InvalidArgumentError(f"prefetch must be an integer of at least 2 (one batch "
+                                       f"consumed, one decoding), got {prefetch!r}")
         self.dataset = dataset
-        self.batch_size = batch_size
+        self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.rank, self.world_size = _distributed_placement(distributed, rank, world_size)
         self.seed = _shared_seed() if seed is None else int(seed)
         self.drop_last = drop_last
-        self.num_threads = num_threads or _default_threads()
+        self.num_threads = _check_num_threads(num_threads)
         self.device = torch.device(device) if device is not None else None
-        self.prefetch = prefetch
+        self.prefetch = int(prefetch)
         self.image_format = image_format
         self.progress = progress
-        self._pipelines_arg = pipelines
+        self._pipelines_arg = _check_pipelines(pipelines)
         self._cache: Cache | None = dataset if isinstance(dataset, Cache) else None
         #: where the team's caches are shared (None: build locally); see docs/sharing.md
         self.remote_cache: CacheStore | None = remote_store_for(
             remote_cache, remote_cache_endpoint_url, remote_cache_storage_options)
         self._epoch = 0
-        self._start_batch = 0  # where the next iteration starts (a resumed run)
-        self._active: tuple[int, int] | None = None  # (epoch, batches yielded) in progress
+        # Positions are global: samples of the epoch's global order served by all ranks
+        # together, which is what lets a run resume at another world size.
+        self._start_sample = 0  # where the next iteration starts (a resumed run)
+        self._iter_start = 0  # where the iteration in progress started
+        self._active: tuple[int, int] | None = None  # (epoch, position) in progress
         self._resumed_at: tuple[int, int] | None = None  # set by load_state_dict
         self._image_pipelines: list[_ImagePipeline] | None = None
         self._spare_slots: list[tuple[dict[str, Any], Any]] = []
@@ -228,7 +288,11 @@ class SlipstreamLoader:
                     stages = [DecodeCenterCrop(224), ToTorchImage(self.device)]
                 image_pipes.append(_ImagePipeline(f.name, stages))
             elif f.name in given:
-                self._other_pipelines[f.name] = list(given[f.name])
+                stages = given[f.name]
+                if stages and isinstance(stages[0], ImageDecoder):
+                    raise PipelineError(f"pipelines[{f.name!r}] starts with a decoder, but "
+                                        f"{f.name!r} is a {f.kind.value} field, not an image")
+                self._other_pipelines[f.name] = stages
         self._image_pipelines = image_pipes
         return image_pipes
 
@@ -249,9 +313,9 @@ class SlipstreamLoader:
         """
         epoch = int(epoch)
         if self._resumed_at is not None and self._resumed_at[0] == epoch:
-            self._epoch, self._start_batch = self._resumed_at
+            self._epoch, self._start_sample = self._resumed_at
         else:
-            self._epoch, self._start_batch = epoch, 0
+            self._epoch, self._start_sample = epoch, 0
 
     @property
     def epoch(self) -> int:
@@ -259,52 +323,105 @@ class SlipstreamLoader:
         return self._epoch
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        epoch, start = self._epoch, self._start_batch
-        self._epoch, self._start_batch = epoch + 1, 0
+        epoch, start = self._epoch, self._start_sample
+        self._epoch, self._start_sample = epoch + 1, 0
+        self._iter_start = start
         self._active = (epoch, start)
         self._resumed_at = None
         self.skipped = []
-        return _EpochIterator(self, epoch, self._sampler().batches(epoch, start), start)
+        sampler = self._sampler()
+        if start == 0 and len(sampler) == 0:
+            per_rank = sampler.num_samples // self.world_size
+            warnings.warn(
+                f"SlipstreamLoader yields no batches: drop_last=True and batch_size="
+                f"{self.batch_size} is larger than the {per_rank} samples each of "
+                f"{self.world_size} rank(s) gets from {sampler.num_samples}. Use a smaller "
+                f"batch_size or drop_last=False", UserWarning, stacklevel=2)
+        return _EpochIterator(self, epoch, sampler.batches(epoch, offset=start))
 
     # -- resume -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Where the run stands: restoring it with :meth:`load_state_dict` (in a new process,
-        with any ``num_threads``) makes the next iteration yield exactly the batches an
-        uninterrupted run would have yielded next."""
+        """Where the run stands, as plain JSON-able values.
+
+        ``samples_done`` counts the samples of the epoch's global order that all ranks
+        together were served. Restoring it with :meth:`load_state_dict` (in a new process,
+        with any ``num_threads``) at the same world size makes the next iteration yield
+        exactly the batches an uninterrupted run would have yielded next; at another world
+        size, the new ranks share out the rest of the epoch (docs/distributed.md)."""
         if self._active is not None:
             epoch, position = self._active
         else:
-            epoch, position = self._epoch, self._start_batch
-        return {"seed": self.seed, "epoch": epoch, "batches_done": position,
+            epoch, position = self._epoch, self._start_sample
+        return {"seed": self.seed, "epoch": epoch, "samples_done": position,
                 "batch_size": self.batch_size, "world_size": self.world_size,
                 "num_samples": len(self.cache), "shuffle": self.shuffle,
                 "drop_last": self.drop_last}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue from a :meth:`state_dict`: same seed, epoch and position."""
-        for key in ("batch_size", "world_size", "shuffle", "drop_last", "num_samples"):
+        """Continue from a :meth:`state_dict`: same seed, epoch and position.
+
+        The saved run may have had another world size; the batch size, shuffling,
+        ``drop_last`` and dataset must match. A state that is not one refuses with
+        :class:`~slipstream.errors.InvalidArgumentError` and changes nothing."""
+        if not isinstance(state, Mapping):
+            raise InvalidArgumentError(f"load_state_dict expects the dict that state_dict() "
+                                       f"returned, got {type(state).__name__}")
+        for key in ("batch_size", "shuffle", "drop_last", "num_samples"):
             mine = len(self.cache) if key == "num_samples" else getattr(self, key)
             if key in state and state[key] != mine:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"load_state_dict: the saved run had {key}={state[key]!r}, this loader has "
                     f"{mine!r}; resuming would not reproduce the run. Create the loader with "
                     f"the same {key}"
                 )
-        self.seed = int(state["seed"])
-        self._epoch = int(state["epoch"])
-        self._start_batch = int(state["batches_done"])
+        seed, epoch, position = _read_state(state, self.batch_size)
+        if "samples_done" in state and position > len(self.cache):
+            raise InvalidArgumentError(
+                f"load_state_dict: samples_done={position} is past the {len(self.cache)} "
+                f"samples of this dataset; the state is from another run or damaged")
+        self.seed, self._epoch, self._start_sample = seed, epoch, position
         self._active = None
-        if self._start_batch >= len(self):  # the saved epoch had finished
-            self._epoch, self._start_batch = self._epoch + 1, 0
-        self._resumed_at = (self._epoch, self._start_batch)
+        if self._sampler().num_batches(position) == 0:  # the saved epoch had finished
+            self._epoch, self._start_sample = epoch + 1, 0
+        self._resumed_at = (self._epoch, self._start_sample)
 
     def _progress(self, epoch: int, batches_done: int, total: int) -> None:
         """Called by the iterator after each batch it hands out."""
-        self._active = (epoch, batches_done) if batches_done < total else None
+        position = self._iter_start + batches_done * self.batch_size * self.world_size
+        self._active = (epoch, position) if batches_done < total else None
 
     def __repr__(self) -> str:
         return (f"SlipstreamLoader(batch_size={self.batch_size}, shuffle={self.shuffle}, "
                 f"seed={self.seed}, num_threads={self.num_threads}, device={self.device})")
+
+
+def _read_state(state: Mapping[str, Any], batch_size: int) -> tuple[int, int, int]:
+    """``(seed, epoch, samples_done)`` from a :meth:`SlipstreamLoader.state_dict`, checked.
+
+    A state saved before positions were global (``batches_done`` per rank) is read too."""
+    where = "load_state_dict"
+    legacy = "samples_done" not in state and "batches_done" in state
+    position_key = "batches_done" if legacy else "samples_done"
+    missing = [k for k in ("seed", "epoch", position_key) if k not in state]
+    if missing:
+        raise InvalidArgumentError(f"{where}: the state lacks {missing}; pass the dict that "
+                                   f"state_dict() returned (its keys: {sorted(map(str, state))})")
+
+    def integer(key: str, default: int | None = None, low: int | None = 0) -> int:
+        value = state.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or (
+                low is not None and value < low):
+            raise InvalidArgumentError(f"{where}: {key} must be an integer >= {low}, got "
+                                       f"{value!r:.60}; the state is damaged")
+        return value
+
+    seed, epoch, position = integer("seed", low=None), integer("epoch"), integer(position_key)
+    if legacy:
+        position *= batch_size * integer("world_size", 1, low=1)
+    elif position % batch_size:
+        raise InvalidArgumentError(f"{where}: samples_done={position} is not a whole number "
+                                   f"of batches of {batch_size}; the state is damaged")
+    return seed, epoch, position
 
 
 #: Failures that are not about one sample's bytes: skipping would only hide them.
@@ -526,6 +643,9 @@ class _EpochIterator:
             else:
                 out[p.field] = value
                 on_cuda |= isinstance(value, torch.Tensor) and value.is_cuda
+            params = crop_params(p.decoder, p.transforms, plans[p.field], n, ctx, keep)
+            if params is not None:
+                out[f"{p.field}_params"] = params
         for f in self.cache.fields:
             if f.kind is FieldKind.IMAGE:
                 continue

@@ -15,7 +15,8 @@ from .errors import MissingDependencyError
 __all__ = ["Location", "redact_url"]
 
 # fsspec protocol -> the slipstream extra that installs its implementation
-_EXTRA_FOR_PROTOCOL = {"s3": "s3", "s3a": "s3", "hf": "hf", "gs": "gcs", "gcs": "gcs", "az": "azure"}
+_EXTRA_FOR_PROTOCOL = {"s3": "s3", "s3a": "s3", "hf": "hf", "gs": "gcs", "gcs": "gcs", "az": "azure",
+                       "abfs": "azure", "abfss": "azure"}
 
 _USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
 
@@ -45,10 +46,12 @@ class Location:
             fs, path = fsspec.core.url_to_fs(str(url), **options)
         except ImportError as exc:
             protocol = str(url).split("://", 1)[0]
-            extra = _EXTRA_FOR_PROTOCOL.get(protocol, protocol)
+            extra = _EXTRA_FOR_PROTOCOL.get(protocol)
+            how = (f"pip install 'slipstream[{extra}]'" if extra else
+                   "install the package that fsspec asks for")
             raise MissingDependencyError(
                 f"reading {redact_url(str(url))!r} needs the fsspec implementation for "
-                f"{protocol!r}: install it with  pip install 'slipstream[{extra}]'  ({exc})"
+                f"{protocol!r}: {how}  ({exc})"
             ) from exc
         return cls(url=str(url), fs=fs, path=path, storage_options=options)
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from .._parallel import bounded_map
-from ..errors import SampleError, SourceNotFoundError
+from ..errors import SampleError, SourceDetectionError, SourceNotFoundError
 from ..location import Location
 
 __all__ = ["RangeReader", "access_errors", "access_error", "iter_blocks"]
@@ -41,6 +41,11 @@ def access_error(exc: BaseException, where: str, what: str) -> Exception | None:
         return SourceNotFoundError(
             f"{where}: {what} not found ({exc}). Check the path and, for remote URLs, the "
             f"bucket or repository name"
+        )
+    if isinstance(exc, ValueError) and where.startswith("hf://"):  # huggingface_hub's HfUriError
+        return SourceDetectionError(
+            f"{where}: not a Hugging Face Hub dataset path ({exc}). Expected "
+            f"hf://datasets/ORG/NAME, optionally @REVISION and a path inside the repository"
         )
     if isinstance(exc, PermissionError):
         return SourceNotFoundError(

@@ -10,6 +10,10 @@ The format is read directly through fsspec, without litdata's runtime reader:
 - An item is ``uint32 sizes[num_leaves]`` followed by each leaf's bytes, in pytree
   leaf order.
 
+Chunks whose items live in an Arrow IPC section, and zstd-compressed chunks (framed,
+per item or whole file), are read as described in :mod:`._litdata_chunks` (with pyarrow,
+the ``litdata`` extra).
+
 Leaves become fields named by their key path (``label``, ``meta.id``; list and tuple
 positions are numbers; an item that is a single leaf is the field ``item``):
 
@@ -28,8 +32,10 @@ litdata leaf format      field kind   value
 anything else            BYTES        the serialized bytes, as litdata stored them
 ======================== ============ =================================================
 
-Compressed or encrypted datasets and non-pytree item loaders are refused with an error
-that says so. Nothing is unpickled.
+In an Arrow section, a leaf that is a list or another nested value (litdata's ``json``
+format) comes back as BYTES holding its JSON text. Encrypted datasets, codecs other than
+zstd and non-pytree item loaders are refused with an error that says so. Nothing is
+unpickled.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import itertools
 import json
 import struct
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +60,7 @@ from ..hookspecs import hookimpl
 from ..location import Location
 from ..schema import Field, FieldKind, RawImage, Sample, SampleValue
 from ._fsinfo import version_tag
+from ._litdata_chunks import FRAMED_MAGIC, arrow_items, framed_items, zstd_decompress
 from ._remote import RangeReader, access_error, access_errors, iter_blocks
 from .base import Detection, Source
 
@@ -64,6 +72,13 @@ _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"B
                 b"II*\x00", b"MM\x00*")
 _IMAGE_FORMATS = ("pil", "jpeg")
 _PNG_MODES = frozenset({"1", "L", "LA", "I;16", "RGBA"})
+
+# How a chunk stores its items (see _litdata_chunks); the first two are read by item.
+_CLASSIC, _ITEM_ZSTD, _ARROW, _FRAMED, _FILE_ZSTD = (
+    "classic", "zstd per item", "arrow", "framed zstd", "zstd file")
+_BY_ITEM = (_CLASSIC, _ITEM_ZSTD)
+#: Decoded whole chunks kept for reads by index (Arrow, framed and whole-file zstd).
+_DECODED_CHUNKS = 4
 
 
 def looks_like_image(data: bytes) -> bool:
@@ -163,6 +178,8 @@ class LitDataSource(Source):
                                                      initial=0))
             self._files = self._list_chunk_files()
             self._offsets: dict[int, np.ndarray] = {}
+            self._kinds: dict[int, str] = {}
+            self._decoded: OrderedDict[int, list[tuple[list[Any], bool]]] = OrderedDict()
             self._lock = threading.Lock()
             self._fields = self._make_fields(image_fields)
         except BaseException:
@@ -217,12 +234,23 @@ class LitDataSource(Source):
         if loader != "PyTreeLoader":
             raise SourceDetectionError(f"{where}: written with item_loader={loader!r:.80}; "
                                        f"slipstream reads the default PyTreeLoader layout only")
-        for key in ("compression", "encryption"):
-            if config.get(key):
-                raise SourceDetectionError(
-                    f"{where}: the chunks use {key}={config[key]!r:.80}, which slipstream does "
-                    f"not read; re-optimize without {key}"
-                )
+        if config.get("encryption"):
+            raise SourceDetectionError(
+                f"{where}: the chunks use encryption={config['encryption']!r:.80}, which "
+                f"slipstream does not read; re-optimize without encryption")
+        compression = config.get("compression")
+        if compression and str(compression).split(":", 1)[0] != "zstd":
+            raise SourceDetectionError(
+                f"{where}: the chunks use compression={compression!r:.80}; slipstream reads "
+                f"zstd-compressed or uncompressed chunks: re-optimize with one of those")
+        level = config.get("compression_level") or "chunk"
+        if compression and level not in ("chunk", "batch", "sample"):
+            raise SourceDetectionError(
+                f"{where}: compression_level={level!r:.80} is not one litdata writes "
+                f"('chunk', 'batch' or 'sample'); the index is corrupt")
+        #: the layout every chunk has when the index alone says so (else: read its header)
+        self._layout = (None if not compression else
+                        {"chunk": _FILE_ZSTD, "sample": _ITEM_ZSTD, "batch": None}[level])
         if not chunks or sum(c.num_items for c in chunks) == 0 or not config.get("data_format"):
             raise SampleError(f"{self._where} holds no samples: {INDEX_NAME} lists no items. "
                               f"Check that litdata.optimize finished writing", path=self._where)
@@ -250,6 +278,8 @@ class LitDataSource(Source):
             )
         for c in self._chunks:  # a count the file cannot hold is refused before any read
             size = by_name[c.filename].get("size")
+            if self._layout == _FILE_ZSTD:
+                break  # a compressed header can be smaller than the counts say
             if size is not None and _header_bytes(c.num_items) > int(size):
                 raise SourceDetectionError(
                     f"{self._where}/{c.filename}: {INDEX_NAME} says it holds {c.num_items} "
@@ -278,9 +308,10 @@ class LitDataSource(Source):
             kinds = [FieldKind.IMAGE if n in wanted else k
                      for n, k in zip(self._names, kinds, strict=True)]
         elif any(is_bytes):
-            first = self._leaves(0)
+            first, _ = self._item(0)
             kinds = [
-                FieldKind.IMAGE if b and looks_like_image(first[j]) else k
+                FieldKind.IMAGE if b and isinstance(first[j], bytes) and looks_like_image(first[j])
+                else k
                 for j, (k, b) in enumerate(zip(kinds, is_bytes, strict=True))
             ]
         try:
@@ -319,17 +350,46 @@ class LitDataSource(Source):
         return f"{self._where}/{self._chunks[c].filename}[{k}]"
 
     def read(self, index: int) -> Sample:
-        return self._decode(self._leaves(index), index)
+        return self._decode(*self._item(index), index)
 
-    def _leaves(self, index: int) -> list[bytes]:
+    def _item(self, index: int) -> tuple[list[Any], bool]:
+        """Sample ``index``'s leaves, and whether they are litdata-serialized bytes (else
+        Python values from an Arrow section)."""
         c, k = self._locate(index)
+        kind = self._chunk_kind(c)
+        if kind not in _BY_ITEM:
+            return self._decoded_chunk(c)[k]
         offsets = self._chunk_offsets(c)
         start, end = int(offsets[k]), int(offsets[k + 1])
         item = self._ranges.read(self._chunk_path(c), start, end, name=self.sample_name(index))
-        return self._split_item(item, index)
+        return self._split_item(self._unwrap(item, kind, index), index), True
+
+    def _unwrap(self, item: bytes, kind: str, index: int) -> bytes:
+        return zstd_decompress(item, self.sample_name(index)) if kind == _ITEM_ZSTD else item
 
     def _chunk_path(self, c: int) -> str:
         return self.location.child(self._chunks[c].filename)
+
+    def _chunk_name(self, c: int) -> str:
+        return f"{self._where}/{self._chunks[c].filename}"
+
+    def _chunk_kind(self, c: int, data: bytes | None = None) -> str:
+        """How chunk ``c`` stores its items: from the index, else from its first bytes."""
+        if self._layout is not None:
+            return self._layout
+        with self._lock:
+            kind = self._kinds.get(c)
+        if kind is None:
+            head = (data[:8] if data is not None else
+                    self._ranges.read(self._chunk_path(c), 0, 8, name=self._chunk_name(c)))
+            if head == FRAMED_MAGIC:
+                kind = _FRAMED
+            else:
+                offsets = self._chunk_offsets(c, data)
+                kind = _ARROW if offsets[-1] == offsets[0] else _CLASSIC
+            with self._lock:
+                self._kinds[c] = kind
+        return kind
 
     def _chunk_offsets(self, c: int, data: bytes | None = None) -> np.ndarray:
         with self._lock:
@@ -337,7 +397,7 @@ class LitDataSource(Source):
         if cached is not None:
             return cached
         chunk = self._chunks[c]
-        name = f"{self._where}/{chunk.filename}"
+        name = self._chunk_name(c)
         header_len = _header_bytes(chunk.num_items)
         head = (data[:header_len] if data is not None
                 else self._ranges.read(self._chunk_path(c), 0, header_len, name=name))
@@ -345,7 +405,7 @@ class LitDataSource(Source):
             raise SampleError(f"{name}: shorter than its header; the chunk is truncated", path=name)
         (count,) = struct.unpack_from("<I", head, 0)
         offsets = np.frombuffer(head, "<u4", chunk.num_items + 1, 4).astype(np.int64)
-        size = self._files[chunk.filename].get("size")
+        size = len(data) if data is not None else self._files[chunk.filename].get("size")
         if count != chunk.num_items:
             raise SampleError(f"{name}: holds {count} items but {INDEX_NAME} says "
                               f"{chunk.num_items}; not a chunk of this dataset", path=name)
@@ -353,12 +413,48 @@ class LitDataSource(Source):
                 size is not None and offsets[-1] > size):
             raise SampleError(f"{name}: its item offsets are inconsistent (a truncated or "
                               f"foreign chunk file)", path=name)
-        if offsets[-1] == offsets[0]:
-            raise SampleError(f"{name}: items are stored in an Arrow footer (a text-only "
-                              f"dataset), which slipstream does not read", path=name)
         with self._lock:
             self._offsets[c] = offsets
         return offsets
+
+    def _decoded_chunk(self, c: int, data: bytes | None = None) -> list[tuple[list[Any], bool]]:
+        """Every item of a chunk that is read whole (Arrow, framed or whole-file zstd);
+        the last few are kept, so reads in index order decode each chunk once."""
+        with self._lock:
+            items = self._decoded.get(c)
+            if items is not None:
+                self._decoded.move_to_end(c)
+                return items
+        chunk, name = self._chunks[c], self._chunk_name(c)
+        if data is None:
+            data = self._ranges.read_all(self._chunk_path(c), name=name)
+        kind = self._chunk_kind(c, data)
+        if kind == _FILE_ZSTD:  # litdata compresses whole files of classic chunks only
+            data, kind = zstd_decompress(data, name), _CLASSIC
+        if kind == _ARROW:
+            rows = arrow_items(data, _header_bytes(chunk.num_items), chunk.num_items,
+                               self._names, name)
+            items = [(row, False) for row in rows]
+        elif kind == _FRAMED:
+            items = [(self._split_item(raw, self._starts[c] + k), True)
+                     for k, raw in enumerate(framed_items(data, chunk.num_items, name))]
+        else:
+            first = self._starts[c]
+            items = [(self._split_item(self._unwrap(raw, kind, first + k), first + k), True)
+                     for k, raw in enumerate(self._classic_items(c, data))]
+        with self._lock:
+            self._decoded[c] = items
+            while len(self._decoded) > _DECODED_CHUNKS:
+                self._decoded.popitem(last=False)
+        return items
+
+    def _classic_items(self, c: int, data: bytes) -> list[bytes]:
+        """The items of a classic chunk held whole in memory."""
+        offsets = self._chunk_offsets(c, data)
+        if int(offsets[-1]) > len(data):
+            name = self._chunk_name(c)
+            raise SampleError(f"{name}: the chunk file is truncated", path=name)
+        return [data[int(offsets[k]):int(offsets[k + 1])] for k in range(len(offsets) - 1)]
 
     def _split_item(self, item: bytes, index: int) -> list[bytes]:
         n = len(self._formats)
@@ -376,48 +472,35 @@ class LitDataSource(Source):
                 f"{len(item)}; the chunk is corrupt", index=index, path=self.sample_name(index))
         return leaves
 
-    def _decode(self, leaves: list[bytes], index: int) -> Sample:
+    def _decode(self, leaves: list[Any], serialized: bool, index: int) -> Sample:
         out: Sample = {}
+        convert = _leaf_value if serialized else _plain_value
         for field, fmt, data in zip(self._fields, self._formats, leaves, strict=True):
             try:
-                out[field.name] = _leaf_value(field.kind, fmt, data)
-            except (struct.error, ValueError, UnicodeDecodeError) as exc:
+                out[field.name] = convert(field.kind, fmt, data)
+            except (struct.error, ValueError, TypeError, UnicodeDecodeError) as exc:
                 name = self.sample_name(index)
                 raise SampleError(f"{name}: field {field.name!r} ({fmt}) is unreadable ({exc})",
                                   index=index, path=name) from exc
         return out
 
-    # -- streaming: one whole-chunk read per chunk when remote -----------------------------
+    # -- streaming: chunk by chunk, one whole-chunk read per chunk ------------------------
     def iter_samples(
         self, indices: Iterable[int] | None = None, *, num_threads: int = 8
     ) -> Iterator[tuple[int, Sample]]:
-        if self.location.is_local:
-            yield from super().iter_samples(indices, num_threads=num_threads)
-            return
         wanted = range(len(self)) if indices is None else list(indices)
         by_chunk: dict[int, list[int]] = {}
         for i in wanted:
             by_chunk.setdefault(self._locate(i)[0], []).append(i)
         tasks = [self._chunk_task(c, idx) for c, idx in sorted(by_chunk.items())]
-        yield from iter_blocks(tasks, min(num_threads, 4))
+        yield from iter_blocks(tasks, num_threads if self.location.is_local else min(num_threads, 4))
 
     def _chunk_task(self, c: int, indices: list[int]) -> Callable[[], list[tuple[int, Sample]]]:
         def run() -> list[tuple[int, Sample]]:
-            chunk = self._chunks[c]
-            if 2 * len(indices) < chunk.num_items:  # a few items: ranged reads
-                return [(i, self.read(i)) for i in indices]
-            data = self._ranges.read_all(self._chunk_path(c),
-                                         name=f"{self._where}/{chunk.filename}")
-            offsets = self._chunk_offsets(c, data)
-            out = []
-            for i in indices:
-                k = i - self._starts[c]
-                start, end = int(offsets[k]), int(offsets[k + 1])
-                if end > len(data):
-                    raise SampleError(f"{self.sample_name(i)}: the chunk file is truncated",
-                                      index=i, path=self.sample_name(i))
-                out.append((i, self._decode(self._split_item(data[start:end], i), i)))
-            return out
+            if 2 * len(indices) < self._chunks[c].num_items and self._chunk_kind(c) in _BY_ITEM:
+                return [(i, self.read(i)) for i in indices]  # a few items: ranged reads
+            items = self._decoded_chunk(c)
+            return [(i, self._decode(*items[i - self._starts[c]], i)) for i in indices]
         return run
 
     def close(self) -> None:
@@ -439,6 +522,25 @@ def _leaf_value(kind: FieldKind, fmt: str, data: bytes) -> SampleValue:
     if kind is FieldKind.STR:
         return data.decode("utf-8")
     return bytes(data)
+
+
+def _plain_value(kind: FieldKind, fmt: str, value: Any) -> SampleValue:
+    """A leaf read from an Arrow section (already a Python value) as the field's kind."""
+    if value is None:
+        raise ValueError("the value is missing (null)")
+    if kind is FieldKind.INT:
+        if isinstance(value, float) or not isinstance(value, (int, bool)):
+            raise ValueError(f"expected an integer, got {type(value).__name__}")
+        return int(value)
+    if kind is FieldKind.FLOAT:
+        return float(value)
+    if kind is FieldKind.STR:
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {type(value).__name__}")
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    return bytes(value)
 
 
 def _pil_value(data: bytes) -> bytes | RawImage:

@@ -12,6 +12,7 @@ from .augment import (
 )
 from .base import BatchContext, BatchTransform
 from .basic import IMAGENET_MEAN, IMAGENET_STD, Normalize, RandomHorizontalFlip, ToTorchImage
+from .wrap import Lambda
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -21,6 +22,7 @@ __all__ = [
     "ColorJitter",
     "ColorJitterParams",
     "GaussianBlurParams",
+    "Lambda",
     "Normalize",
     "RandomGaussianBlur",
     "RandomGrayscale",

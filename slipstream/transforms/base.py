@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from .._rng import stream_id, uniforms
+from ..errors import PipelineError
 
-__all__ = ["BatchContext", "BatchTransform"]
+__all__ = ["BatchContext", "BatchTransform", "check_stage"]
 
 
 @dataclass(frozen=True)
@@ -52,3 +53,19 @@ class BatchTransform(abc.ABC):
 
 def resolve_device(device: str | torch.device | None) -> torch.device | None:
     return None if device is None else torch.device(device)
+
+
+def check_stage(stage: Any, where: str) -> None:
+    """Refuse a pipeline stage that is not a :class:`BatchTransform`, naming it and the fix.
+
+    A stage is called as ``stage(batch, ctx)``; a function or a third-party transform
+    called as ``fn(batch)`` would get a stray argument, or silently compute something
+    else, so it has to say so by being wrapped in ``Lambda``."""
+    if isinstance(stage, BatchTransform):
+        return
+    shown = getattr(stage, "__name__", None) or type(stage).__name__
+    fix = (f"wrap it as slipstream.transforms.Lambda({shown}) to have it called as "
+           f"{shown}(batch)" if callable(stage) else "remove it")
+    raise PipelineError(
+        f"{where}: {stage!r:.80} is not a batch transform (a slipstream transform called as "
+        f"stage(batch, ctx)); {fix}")

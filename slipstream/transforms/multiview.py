@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .base import BatchContext, BatchTransform
+from .base import BatchContext, BatchTransform, check_stage
 
 __all__ = ["NamedCopies", "MultiCropPipeline"]
 
@@ -41,6 +41,9 @@ class MultiCropPipeline(BatchTransform):
         if not pipelines:
             raise ValueError("MultiCropPipeline needs at least one view pipeline")
         self.pipelines = {name: list(stages) for name, stages in pipelines.items()}
+        for name, stages in self.pipelines.items():
+            for i, stage in enumerate(stages):
+                check_stage(stage, f"MultiCropPipeline[{name!r}] stage {i}")
 
     def __call__(self, views: Any, ctx: BatchContext) -> dict[str, Any]:
         if not isinstance(views, dict):

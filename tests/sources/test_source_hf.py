@@ -337,3 +337,15 @@ def test_describe_is_plain_and_secret_free(hub):
     with open_source("hf://datasets/tests/cats", storage_options=opts) as src:
         text = json.dumps(src.describe())
     assert "hf_secret_token_value" not in text and hub.endpoint not in text
+
+
+@pytest.mark.parametrize("url", ["hf://datasets/cifar10", "hf://cifar10",
+                                 "hf://datasets/bad name/x"])
+@pytest.mark.parametrize("source", [None, "huggingface"])
+def test_a_malformed_hub_id_is_a_slipstream_error(url, source):
+    """huggingface_hub refuses these ids before any request (HfUriError, ValueError);
+    the user gets slipstream's error naming the URL and the expected form."""
+    with pytest.raises(SourceDetectionError, match=r"not a Hugging Face Hub dataset path .*"
+                                                   r"Expected hf://datasets/ORG/NAME") as info:
+        open_source(url, source=source)
+    assert str(info.value).startswith(url)

@@ -1,10 +1,12 @@
 """LitData source: datasets written by litdata's own ``optimize``, read locally and from S3.
 
-The fixture in ``tests/fixtures/litdata/dataset`` was written by ``litdata.optimize``
-(``tests/fixtures/make_litdata_fixtures.py``; 10 items in chunks of 4) from JPEG bytes,
-an RGB and a grayscale PIL image, an int, a float and a str per item; ``expected/`` holds
-those values, saved independently of litdata. When litdata is installed, one more test
-writes a fresh dataset with it and reads that.
+The fixture in ``tests/fixtures/litdata/dataset`` was written by an older
+``litdata.optimize`` (``tests/fixtures/make_litdata_fixtures.py``; 10 items in chunks of
+4) from JPEG bytes, an RGB and a grayscale PIL image, an int, a float and a str per item;
+``expected/`` holds those values, saved independently of litdata. The ``fresh`` tests write
+datasets with the litdata that ``scripts/setup.sh test`` pins, in every layout it writes
+(Arrow IPC section, classic pytree items; uncompressed, framed, per-item and whole-file
+zstd), and compare every value with the generator's own.
 """
 
 from __future__ import annotations
@@ -242,37 +244,167 @@ def test_empty_dataset(tmp_path):
         SlipstreamDataset(tmp_path)
 
 
-def test_compressed_dataset_is_refused(tmp_path):
+@pytest.mark.parametrize("config,match", [
+    ({"compression": "lz4"}, r"compression='lz4'; slipstream reads zstd-compressed or "
+                             r"uncompressed chunks"),
+    ({"encryption": "fernet"}, "encryption='fernet', which slipstream does not read"),
+    ({"compression": "zstd", "compression_level": "frame"}, "compression_level='frame'"),
+])
+def test_unreadable_compression_and_encryption_are_refused(tmp_path, config, match):
     index = json.loads((DATASET / "index.json").read_text())
-    index["config"]["compression"] = "zstd"
+    index["config"].update(config)
     (tmp_path / "index.json").write_text(json.dumps(index))
-    with pytest.raises(SourceDetectionError, match="compression='zstd'"):
+    with pytest.raises(SourceDetectionError, match=match):
         SlipstreamDataset(tmp_path)
 
 
-# -- a fresh dataset from the installed litdata ----------------------------------------------
-@pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("litdata") is None,
-                    reason="litdata is not installed (pip install --no-deps litdata; see "
-                           "tests/fixtures/make_litdata_fixtures.py); the committed fixture "
-                           "covers the format")
-def test_fresh_optimize_output(tmp_path):
-    script = Path(__file__).parents[1] / "fixtures" / "make_litdata_fixtures.py"
+# -- fresh datasets from the pinned litdata, in every layout it writes -------------------------
+# VARIANT:COMPRESSION (tests/fixtures/make_litdata_fixtures.py) -> how litdata lays it out
+FRESH = {
+    "jpeg:none": "arrow", "jpeg:zstd": "arrow", "mixed:none": "arrow", "mixed:zstd": "arrow",
+    "text:zstd": "arrow",
+    "numpy:none": "classic", "numpy:zstd": "framed", "numpy:zstd-item": "classic",
+    "pil:none": "classic", "pil:zstd": "framed", "pil:zstd-file": "file",
+}
+GENERATOR = Path(__file__).parents[1] / "fixtures" / "make_litdata_fixtures.py"
+
+
+def _generator():
+    sys.path.insert(0, str(GENERATOR.parent))
+    try:
+        import make_litdata_fixtures
+    finally:
+        sys.path.remove(str(GENERATOR.parent))
+    return make_litdata_fixtures
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every variant written by ``litdata.optimize`` now, in one subprocess."""
+    assert importlib.util.find_spec("litdata") is not None, (
+        "litdata is not installed: run scripts/setup.sh test (it installs the pinned "
+        "litdata without torchvision)")
+    out = tmp_path_factory.mktemp("litdata-fresh")
     env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}  # litdata needs its bars
-    run = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
-                         text=True, timeout=240, check=False, env=env)
-    assert run.returncode == 0, run.stderr[-2000:]
-    with open_source(str(tmp_path / "dataset")) as src:
-        assert len(src) == 10
-        sys.path.insert(0, str(script.parent))
-        try:
-            import make_litdata_fixtures as gen
-        finally:
-            sys.path.remove(str(script.parent))
+    run = subprocess.run([sys.executable, str(GENERATOR), str(out), *FRESH], capture_output=True,
+                         text=True, timeout=600, check=False, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out
+
+
+def _layout(dataset: Path) -> str:
+    """How litdata laid out the first chunk, read from its bytes (the test's premise)."""
+    chunk = sorted(dataset.glob("chunk-*.bin"))[0]
+    data = chunk.read_bytes()
+    if chunk.name.endswith(".zstd.bin"):
+        return "file"
+    if data.startswith(b"LDFZ01\0\0"):
+        return "framed"
+    return "arrow" if data.endswith(b"LDARW01\0") and b"ARROW1" in data else "classic"
+
+
+def _expected(gen, variant: str, i: int) -> dict[str, Any]:
+    """Item ``i`` as the source must return it, from the generator's own values."""
+    item = gen.variant_item(variant, i)
+    out: dict[str, Any] = {}
+    for key, value in item.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        elif isinstance(value, bool):
+            out[key] = int(value)
+        elif isinstance(value, list):
+            out[key] = json.dumps(value).encode()  # a nested leaf in an Arrow section: JSON
+        elif isinstance(value, np.ndarray):
+            out[key] = value.tobytes()  # a numpy leaf: its raw bytes, as litdata stored them
+        elif isinstance(value, Image.Image):
+            pixels = np.asarray(value)
+            out[key] = RawImage(pixels) if value.mode == "RGB" else _png(pixels)
+        else:
+            out[key] = value
+    return out
+
+
+def _assert_same(got: dict[str, Any], want: dict[str, Any], where: str) -> None:
+    assert set(got) == set(want), where
+    for key, w in want.items():
+        if isinstance(w, RawImage):
+            assert np.array_equal(got[key].pixels, w.pixels), (where, key)
+        else:
+            assert got[key] == w and type(got[key]) is type(w), (where, key, got[key], w)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", list(FRESH))
+def test_fresh_dataset_reads_back_every_value(fresh, spec):
+    gen, (variant, how) = _generator(), spec.split(":")
+    dataset = fresh / f"{variant}-{how}"
+    assert _layout(dataset) == FRESH[spec]
+    if spec == "text:zstd":  # litdata compressed the Arrow IPC buffers themselves
+        assert json.loads((dataset / "index.json").read_text())["config"]["ipc_compression"] == "zstd"
+    with open_source(str(dataset)) as src:
+        assert src.name == "litdata" and len(src) == gen.NUM_ITEMS
+        kinds = {f.name: f.kind.value for f in src.fields}
+        assert kinds.get("image", "image") == "image" and kinds.get("label") == "int"
         for i in range(len(src)):
-            item, got = gen.item(i), src.read(i)
-            assert got["image"] == item["image"]
-            assert np.array_equal(got["rgb"].pixels, np.asarray(item["rgb"]))
-            assert got["gray"] == _png(np.asarray(item["gray"]))
-            assert (got["label"], got["score"], got["name"]) == (
-                item["label"], item["score"], item["name"])
+            _assert_same(src.read(i), _expected(gen, variant, i), f"{spec}[{i}]")
+        streamed = dict(src.iter_samples(num_threads=2))
+        for i in range(len(src)):
+            _assert_same(streamed[i], _expected(gen, variant, i), f"{spec} streamed [{i}]")
+
+
+class TestFreshArrowConformance(SourceTests):
+    """The conformance kit on a dataset whose items are in an Arrow section."""
+
+    source_name = "litdata"
+
+    @pytest.fixture
+    def source_url(self, fresh) -> str:
+        return str(fresh / "mixed-zstd")
+
+    @pytest.fixture
+    def expected_samples(self) -> list[dict[str, Any]]:
+        gen = _generator()
+        return [_expected(gen, "mixed", i) for i in range(gen.NUM_ITEMS)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["jpeg:zstd", "numpy:zstd", "pil:zstd-file"])
+def test_fresh_dataset_end_to_end_local_and_s3(fresh, spec, s3_server, s3_bucket, cache_root):
+    """Through the cache and the loader: labels as written, JPEGs decoded as Pillow does."""
+    gen, (variant, how) = _generator(), spec.split(":")
+    dataset = fresh / f"{variant}-{how}"
+    want = [_expected(gen, variant, i) for i in range(gen.NUM_ITEMS)]
+    url = upload(s3_server, s3_bucket, dataset, f"fresh/{variant}-{how}")
+    for where, opts in ((str(dataset), None), (url + "/", s3_server.storage_options)):
+        ds = SlipstreamDataset(where, cache_dir=cache_root / where.replace("/", "_"),
+                               storage_options=opts)
+        assert ds.source.name == "litdata"
+        got, images = decoded_full(ds, ["image"])
+        assert column(got, "label") == [w["label"] for w in want]
+        for i, w in enumerate(want):
+            assert np.array_equal(images["image"][i], pil_rgb(w["image"])), (where, i)
+
+
+def test_truncated_arrow_chunk_names_the_chunk(fresh, tmp_path):
+    copy = tmp_path / "ds"
+    shutil.copytree(fresh / "jpeg-none", copy)
+    chunk = copy / "chunk-0-1.bin"
+    chunk.write_bytes(chunk.read_bytes()[:-40])
+    with open_source(str(copy)) as src:
+        assert src.read(0)["label"] == 0  # other chunks are fine
+        with pytest.raises(SampleError, match=r"chunk-0-1.bin: .*(Arrow section|LDARW01)"):
+            src.read(5)
+
+
+def test_corrupt_zstd_frame_names_the_chunk(fresh, tmp_path):
+    copy = tmp_path / "ds"
+    shutil.copytree(fresh / "numpy-zstd", copy)
+    chunk = copy / "chunk-0-2.bin"
+    data = bytearray(chunk.read_bytes())
+    data[-20:] = bytes(20)  # zero the end of the last zstd frame
+    chunk.write_bytes(bytes(data))
+    with open_source(str(copy)) as src:
+        assert src.read(0)["label"] == 0
+        with pytest.raises(SampleError, match=r"chunk-0-2.bin: its zstd data does not "
+                                              r"decompress"):
+            src.read(9)
