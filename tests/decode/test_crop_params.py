@@ -24,7 +24,7 @@ from slipstream import (
 )
 from slipstream.cache import Cache
 
-from .source_checks import ENLARGE_MAX
+from ..source_checks import ENLARGE_MAX
 
 SIZE = 200  # larger than any crop of the 120x160 images: every crop is enlarged, where
 #             Pillow's bilinear filter and the decoder's agree within ENLARGE_MAX levels
