@@ -19,7 +19,7 @@ from slipstream.cli import main as cli_main
 from slipstream.errors import CacheFormatError, CacheNotFoundError
 from slipstream.stores import LocalStore
 
-from .helpers import SLOW_IMAGEFOLDER_READS, folder_expectation, sigkill
+from .helpers import SLOW_IMAGEFOLDER_READS, folder_expectation, rewrite_cache_file, sigkill
 
 # Builds in a child process with slow reads, so the parent can kill it mid-build.
 _SLOW_BUILD = SLOW_IMAGEFOLDER_READS + textwrap.dedent("""
@@ -182,15 +182,14 @@ def test_image_tables_no_build_writes_are_refused_on_open(image_folder, cache_ro
     from slipstream.errors import CacheCorruptError
 
     cache = SlipstreamDataset(image_folder, cache_dir=cache_root).build_cache(progress=False)
-    chunk = cache.path / "image" / array / "c" / "0"
+    rel = f"image/{array}/c/0"
     dtype = {"heights": "<u4", "codecs": "u1"}[array]
-    values = np.fromfile(chunk, dtype=dtype)
+    values = np.fromfile(cache.path / rel, dtype=dtype)
     values[3] = value
-    values.tofile(chunk)
+    rewrite_cache_file(cache.path, rel, values.tobytes())
     if array == "heights":  # make it also wide, so the pixel count is beyond the limit
-        widths = cache.path / "image" / "widths" / "c" / "0"
-        w = np.fromfile(widths, dtype="<u4")
+        w = np.fromfile(cache.path / "image/widths/c/0", dtype="<u4")
         w[3] = 60000
-        w.tofile(widths)
+        rewrite_cache_file(cache.path, "image/widths/c/0", w.tobytes())
     with pytest.raises(CacheCorruptError, match=match):
         Cache(cache.path).column("image")

@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from .._progress import progress_bar
-from ..errors import SampleError
+from ..errors import CacheRootError, SampleError
 from ..schema import Field
 from ..sources.base import Source
 from ..stores.local import LocalStore
 from ._space import out_of_space_errors
 from .arrays import DEFAULT_HEAP_CHUNK_BYTES
 from .derived import DERIVED_FORMATS, ensure_format
-from .key import content_key
+from .images import DEFAULT_MAX_PIXELS, check_max_pixels
+from .key import KEY_HEX_DIGITS, content_key
 from .reader import Cache
 from .writer import CacheWriter
 
-__all__ = ["build_cache", "cache_key_for", "stored_format"]
+__all__ = ["build_cache", "cache_key_for", "stored_format", "partial_key", "BUILD_ON_ERROR"]
+
+log = logging.getLogger("slipstream.build")
+
+#: What a build's ``on_error`` accepts: stop at the first bad sample, or leave it out.
+BUILD_ON_ERROR = ("raise", "skip")
+
+
+def partial_key(key: str) -> str:
+    """The key a cache of ``key``'s source is published under when ``on_error="skip"`` left
+    samples out: never the complete cache's key, so a build that must not skip anything
+    never finds it."""
+    return hashlib.sha256(f"{key}:partial".encode()).hexdigest()[:KEY_HEX_DIGITS]
 
 
 def _select_fields(source: Source, names: Sequence[str] | None) -> tuple[Field, ...]:
@@ -61,6 +76,8 @@ def build_cache(
     progress: bool = True,
     heap_chunk_bytes: int = DEFAULT_HEAP_CHUNK_BYTES,
     lock_timeout: float | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    on_error: str = "raise",
 ) -> Cache:
     """Find the cache of ``source`` in ``store``, or build it there.
 
@@ -72,27 +89,94 @@ def build_cache(
     Concurrent builders of the same key (processes of a distributed job, users sharing
     a directory) serialise on a lock: one builds, the others wait up to
     ``lock_timeout`` seconds (forever if None) and then use its cache.
+
+    An image whose header claims more than ``max_pixels`` pixels, or that no decoder here
+    handles (lossless or 12-bit JPEGs), is a bad sample. A bad sample stops the build
+    with a :class:`SampleError` naming it (``on_error="raise"``); with ``on_error="skip"``
+    it is left out, a warning names it, and the cache records it (``cache.skipped``). A
+    cache that left samples out is published under :func:`partial_key`, so it is found
+    only by builds that also skip.
     """
+    if on_error not in BUILD_ON_ERROR:
+        raise ValueError(f"on_error must be one of {BUILD_ON_ERROR}, got {on_error!r}")
+    check_max_pixels(max_pixels)
     if not isinstance(store, LocalStore):
         store = LocalStore(store)
     selected = _select_fields(source, fields)
     base_format = stored_format(image_format)
     key = content_key(source.name, source.fingerprint(), selected, base_format)
-    if store.has(key):
-        cache = Cache(store.path(key))
-    else:
+    cache = _find(store, key, on_error)
+    if cache is None:
+        _check_root(store.root)
         with store.build_lock(key, timeout=lock_timeout):
-            if store.has(key):  # another process built it while we waited
-                cache = Cache(store.path(key))
-            else:
+            cache = _find(store, key, on_error)  # another process built it while we waited
+            if cache is None:
                 cache = _build(source, store, key, selected, base_format, num_threads,
-                               progress, heap_chunk_bytes)
+                               progress, heap_chunk_bytes, max_pixels, on_error)
     ensure_format(cache, image_format, num_threads=num_threads, progress=progress)
     return cache
 
 
+def _find(store: LocalStore, key: str, on_error: str) -> Cache | None:
+    """The complete cache of ``key``, else (when skipping is allowed) its partial one."""
+    for k in (key, partial_key(key)) if on_error == "skip" else (key,):
+        if store.has(k):
+            return Cache(store.path(k))
+    return None
+
+
+def _check_root(root: Path) -> None:
+    """Refuse, in one line, a cache root that is not a writable directory."""
+    what = None
+    if root.exists() and not root.is_dir():
+        what = "is not a directory"
+    else:
+        probe = root
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            what = f"cannot be created: {probe} is not a directory"
+        elif not os.access(probe, os.W_OK | os.X_OK):
+            what = ("is not writable by this user" if probe == root else
+                    f"cannot be created: {probe} is not writable by this user")
+    if what:
+        raise CacheRootError(f"cache directory {root} {what}; choose another with cache_dir= "
+                             f"(or --cache-dir, or $SLIPSTREAM_CACHE_DIR)")
+
+
+def _fill(writer: CacheWriter, source: Source, num_threads: int, on_error: str,
+          bar: object) -> None:
+    """Read every sample into ``writer``; with ``on_error="skip"`` a sample that fails
+    (in the source's read or in the writer's checks) is left out and named in a warning.
+    A source error restarts the reading with the samples still pending."""
+    indices: list[int] | None = None
+    while True:
+        try:
+            for index, sample in source.iter_samples(indices, num_threads=num_threads):
+                try:
+                    writer.add(index, sample, source.sample_name(index))
+                except SampleError as exc:
+                    _skip_or_raise(writer, index, exc, on_error)
+                bar.update(1)  # type: ignore[attr-defined]
+            return
+        except SampleError as exc:
+            if exc.index is None:
+                raise
+            _skip_or_raise(writer, exc.index, exc, on_error)
+            bar.update(1)  # type: ignore[attr-defined]
+            indices = writer.pending()
+
+
+def _skip_or_raise(writer: CacheWriter, index: int, exc: SampleError, on_error: str) -> None:
+    if on_error != "skip":
+        raise exc
+    log.warning("build: leaving out sample %d (on_error='skip'): %s", index, exc)
+    writer.skip(index, str(exc))
+
+
 def _build(source: Source, store: LocalStore, key: str, selected: tuple[Field, ...],
-           image_format: str, num_threads: int, progress: bool, heap_chunk_bytes: int) -> Cache:
+           image_format: str, num_threads: int, progress: bool, heap_chunk_bytes: int,
+           max_pixels: int, on_error: str) -> Cache:
     n = len(source)
     if n == 0:
         raise SampleError(
@@ -102,14 +186,20 @@ def _build(source: Source, store: LocalStore, key: str, selected: tuple[Field, .
     with out_of_space_errors(f"building the cache of {source.location.describe()}",
                              store.root):
         build_dir = store.new_build_dir(key)
-        writer = CacheWriter(
-            build_dir, selected, n, image_format=image_format, heap_chunk_bytes=heap_chunk_bytes
-        )
+        writer = CacheWriter(build_dir, selected, n, image_format=image_format,
+                             heap_chunk_bytes=heap_chunk_bytes, max_pixels=max_pixels)
         bar = progress_bar(n, f"building {source.name} cache", unit="img", enabled=progress)
         try:
-            for index, sample in source.iter_samples(num_threads=num_threads):
-                writer.add(index, sample, source.sample_name(index))
-                bar.update(1)
+            _fill(writer, source, num_threads, on_error, bar)
+            if len(writer.skipped) == n:
+                raise SampleError(
+                    f"every one of the {n} samples of {source.location.describe()} failed "
+                    f"(on_error='skip'); the first: {writer.skipped[min(writer.skipped)]}")
+            if writer.skipped:
+                log.warning("build: on_error='skip' left out %d of %d samples of %s; the "
+                            "cache lists them (Cache.skipped)", len(writer.skipped), n,
+                            source.location.describe())
+                key = partial_key(key)
             writer.finish(key, source.describe())
             final = store.publish(build_dir, key)
         except BaseException:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CacheCorruptError, CacheFormatError, CacheNotFoundError
+from ..errors import CacheCorruptError, CacheError, CacheFormatError, CacheNotFoundError
 
 __all__ = [
     "FORMAT_VERSION",
@@ -58,10 +58,12 @@ class Codec:
 def is_complete(path: str | os.PathLike[str]) -> bool:
     """A cache directory is complete once its root metadata, with the manifest, exists
     (it is written last)."""
+    from ._regular import read_regular
+
     try:
-        meta = json.loads((Path(path) / MANIFEST_NAME).read_bytes())
+        meta = json.loads(read_regular(Path(path) / MANIFEST_NAME))
         return isinstance(meta["attributes"][ATTRS_KEY]["files"], dict)
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+    except (OSError, CacheCorruptError, ValueError, KeyError, TypeError, RecursionError):
         return False
 
 
@@ -91,11 +93,15 @@ def group_metadata(attributes: Mapping[str, Any] | None = None) -> dict[str, Any
 
 def read_attrs(cache_dir: Path) -> dict[str, Any]:
     """The slipstream attributes of a cache, checked for a format version we can read."""
+    from ._regular import read_regular
+
     meta_path = cache_dir / "zarr.json"
     try:
-        meta = json.loads(meta_path.read_bytes())
+        meta = json.loads(read_regular(meta_path))
     except FileNotFoundError as exc:
         raise CacheNotFoundError(f"{cache_dir} is not a slipstream cache: no zarr.json") from exc
+    except CacheError:
+        raise
     except (OSError, ValueError, RecursionError) as exc:
         raise CacheCorruptError(f"{meta_path} is not readable JSON ({type(exc).__name__}: "
                                 f"{exc}); rebuild the cache") from exc
