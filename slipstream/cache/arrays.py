@@ -317,7 +317,7 @@ class ByteHeap:
         #: each chunk file's identity when it was mapped: see :meth:`changed_chunks`
         self._stamps: list[tuple[int, int, int] | None] = []
         #: which chunks' mapped bytes were hashed against the manifest (:meth:`verify_chunk`)
-        self._verified = [False] * n_chunks
+        self._verified: list[bool] = []
         for c in range(n_chunks):  # stops at the first missing chunk: bounded by the files
             path = _chunk_path(array_dir, c)
             try:
@@ -333,6 +333,7 @@ class ByteHeap:
                     f"run `slipstream verify` and rebuild it"
                 )
             self._views.append(view)
+            self._verified.append(False)
 
     def __len__(self) -> int:
         return len(self.offsets)
