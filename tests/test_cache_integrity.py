@@ -193,3 +193,61 @@ def test_image_tables_no_build_writes_are_refused_on_open(image_folder, cache_ro
         rewrite_cache_file(cache.path, "image/widths/c/0", w.tobytes())
     with pytest.raises(CacheCorruptError, match=match):
         Cache(cache.path).column("image")
+
+
+# -- a bit flipped at rest is caught before it trains a model --------------------------------
+def _flip_bit(path, at):
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def _one_epoch(cache):
+    from slipstream import DecodeCenterCrop, SlipstreamLoader, ToTorchImage
+
+    loader = SlipstreamLoader(cache, batch_size=4, shuffle=False, seed=0, num_threads=2,
+                              pipelines={"image": [DecodeCenterCrop(16), ToTorchImage()]})
+    return [int(v) for b in loader for v in b["label"]]
+
+
+def test_a_flipped_bit_in_a_label_chunk_is_refused(image_folder, cache_root):
+    """Small columns are read whole at open: their checksum is checked then (before: the
+    flipped label was served)."""
+    from slipstream.errors import CacheCorruptError
+
+    path = SlipstreamDataset(image_folder, cache_dir=cache_root).build_cache(progress=False).path
+    _flip_bit(path / "label" / "c" / "0", 8 * 3)  # sample 3's label
+    with pytest.raises(CacheCorruptError, match=r"label/c/0 does not match its sha256") as err:
+        _one_epoch(Cache(path))
+    assert "slipstream verify" in str(err.value)
+
+
+def test_a_flipped_bit_in_an_image_chunk_is_refused_before_decoding(image_folder, cache_root):
+    """A heap chunk is hashed (as mapped) the first time a batch touches it. The bit is
+    flipped in the middle of an image's entropy-coded data, where a decoder would carry
+    on with wrong pixels; the loader refuses the chunk instead, naming the file."""
+    from slipstream.errors import CacheCorruptError
+
+    cache = SlipstreamDataset(image_folder, cache_dir=cache_root).build_cache(progress=False)
+    col = cache.column("image")
+    middle = int(col.heap.offsets[5]) + int(col.sizes[5]) // 2
+    path = cache.path
+    cache.close()
+    _flip_bit(path / "image" / "heap" / "c" / "0", middle)
+    with pytest.raises(CacheCorruptError, match=r"image/heap/c/0 does not match its sha256"):
+        _one_epoch(Cache(path))
+
+
+def test_chunk_hashing_can_be_turned_off(image_folder, cache_root, monkeypatch):
+    """``SLIPSTREAM_CHECK_CHUNKS=0`` skips the first-touch hash (the small columns are still
+    checked): the damaged image then reaches the decoder."""
+    path = SlipstreamDataset(image_folder, cache_dir=cache_root).build_cache(progress=False).path
+    want = _one_epoch(Cache(path))
+    _flip_bit(path / "image" / "heap" / "c" / "0", 1000)
+    monkeypatch.setenv("SLIPSTREAM_CHECK_CHUNKS", "0")
+    try:
+        assert _one_epoch(Cache(path)) == want
+    except Exception as exc:  # the flipped bit may also break the JPEG: a SampleError
+        from slipstream.errors import SampleError
+
+        assert isinstance(exc, SampleError), exc

@@ -262,10 +262,10 @@ def read_array(array_dir: Path, dtype: Any = None,
         path = _chunk_path(array_dir, c)
         need = min(chunk, length - start)
         try:
-            size = os.stat(path).st_size
-            if size < need * found.itemsize:
-                raise _damaged(f"{path} holds {size // found.itemsize} values, expected {need}")
             data = read_regular(path)
+            if len(data) < need * found.itemsize:
+                raise _damaged(f"{path} holds {len(data) // found.itemsize} values, "
+                               f"expected {need}")
         except CacheError:
             raise
         except OSError as exc:  # a missing chunk is damage: writers write them all
