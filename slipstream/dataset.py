@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import Cache, build_cache, cache_key_for
+from .cache.images import DEFAULT_MAX_PIXELS
 from .schema import Field, Sample
 from .sources import Source, open_source
 from .stores.local import LocalStore, default_cache_dir
@@ -82,9 +83,11 @@ class SlipstreamDataset:
         return Cache(self.store.path(key)) if self.store.has(key) else None
 
     def build_cache(
-        self, image_format: str = "jpeg", *, progress: bool = True, num_threads: int = 16
+        self, image_format: str = "jpeg", *, progress: bool = True, num_threads: int = 16,
+        max_pixels: int = DEFAULT_MAX_PIXELS, on_error: str = "raise",
     ) -> Cache:
-        """Find this dataset's cache, or build it (once; later calls find it)."""
+        """Find this dataset's cache, or build it (once; later calls find it).
+        ``max_pixels`` and ``on_error`` as in :func:`slipstream.build_cache`."""
         return build_cache(
             self.source,
             self.store,
@@ -92,6 +95,8 @@ class SlipstreamDataset:
             fields=self.selected_fields,
             num_threads=num_threads,
             progress=progress,
+            max_pixels=max_pixels,
+            on_error=on_error,
         )
 
     def close(self) -> None:

@@ -251,3 +251,40 @@ def test_chunk_hashing_can_be_turned_off(image_folder, cache_root, monkeypatch):
         from slipstream.errors import SampleError
 
         assert isinstance(exc, SampleError), exc
+
+
+_HOLD_LOCK_AND_STOP = textwrap.dedent("""
+    import os, signal, sys
+    from slipstream._filelock import FileLock
+    lock = FileLock(sys.argv[1])
+    lock.acquire()
+    print("held", flush=True)
+    os.kill(os.getpid(), signal.SIGSTOP)  # a builder suspended (Ctrl-Z) while holding it
+""")
+
+
+def test_a_builder_waiting_on_a_stopped_builder_says_who_holds_the_lock(image_folder,
+                                                                        cache_root, caplog):
+    import logging
+    import socket
+
+    from slipstream.errors import CacheError
+
+    ds = SlipstreamDataset(image_folder, cache_dir=cache_root)
+    lock_path = ds.store.tmp_root / f"{ds.cache_key()}.build-lock"
+    lock_path.parent.mkdir(parents=True)
+    child = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK_AND_STOP, str(lock_path)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        from slipstream.cache import build_cache
+
+        with caplog.at_level(logging.WARNING, logger="slipstream.lock"), \
+                pytest.raises(CacheError, match="timed out") as err:
+            build_cache(ds.source, ds.store, progress=False, lock_timeout=1.0)
+        holder = f"pid {child.pid} on host {socket.gethostname()} (stopped"
+        assert holder in str(err.value)
+        # said when the wait began, not only at the timeout
+        assert f"waiting for {lock_path}, held by {holder}" in caplog.text
+    finally:
+        sigkill(child)

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..errors import SampleError
 from ..location import Location
 from ..schema import Field, Sample
 
@@ -28,6 +29,17 @@ class Detection:
     @classmethod
     def no(cls, reason: str) -> Detection:
         return cls(False, reason)
+
+
+def _read_indexed(source: Source, index: int) -> Sample:
+    """``source.read(index)``; a :class:`SampleError` that names no index gets ``index``,
+    so that a build with ``on_error="skip"`` knows which sample to leave out."""
+    try:
+        return source.read(index)
+    except SampleError as exc:
+        if exc.index is None:
+            exc.index = index
+        raise
 
 
 class Source(abc.ABC):
@@ -93,14 +105,14 @@ class Source(abc.ABC):
         wanted = iter(range(len(self)) if indices is None else indices)
         if num_threads <= 1:
             for i in wanted:
-                yield i, self.read(i)
+                yield i, _read_indexed(self, i)
             return
         window = num_threads * 4
         with cf.ThreadPoolExecutor(num_threads, thread_name_prefix="slipstream-read") as pool:
             pending: dict[cf.Future[Sample], int] = {}
             try:
                 for i in wanted:
-                    pending[pool.submit(self.read, i)] = i
+                    pending[pool.submit(_read_indexed, self, i)] = i
                     if len(pending) >= window:
                         yield from self._drain(pending, cf.FIRST_COMPLETED)
                 while pending:
