@@ -21,6 +21,7 @@ __all__ = [
     "CacheWriteError",
     "CacheRootError",
     "CachePermissionError",
+    "UrlError",
     "MissingDependencyError",
 ]
 
@@ -81,6 +82,11 @@ class CacheRootError(CacheError, OSError):
 
 class CachePermissionError(CacheError, PermissionError):
     """This user may not read a cache file: a permissions problem, not damage."""
+
+
+class UrlError(SlipstreamError, ValueError):
+    """A URL slipstream cannot use: an unknown protocol, or credentials where they are
+    never read (``s3://KEY:SECRET@bucket``)."""
 
 
 class MissingDependencyError(SlipstreamError, ImportError):

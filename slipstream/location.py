@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,19 +9,17 @@ from typing import Any
 import fsspec
 from fsspec.spec import AbstractFileSystem
 
-from .errors import MissingDependencyError
+from ._redact import has_userinfo, redact_url
+from .errors import MissingDependencyError, UrlError
 
 __all__ = ["Location", "redact_url"]
 
 # fsspec protocol -> the slipstream extra that installs its implementation
 _EXTRA_FOR_PROTOCOL = {"s3": "s3", "s3a": "s3", "hf": "hf", "gs": "gcs", "gcs": "gcs", "az": "azure"}
 
-_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
-
-
-def redact_url(url: str) -> str:
-    """Drop credentials embedded in a URL (``s3://KEY:SECRET@bucket``) before it is shown."""
-    return _USERINFO.sub(r"\1***@", url)
+#: Protocols whose filesystems never read credentials from the URL: ``user:pass@`` there
+#: would be taken as part of the bucket name (and printed back in the error).
+_NO_URL_CREDENTIALS = frozenset(("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "hf"))
 
 
 @dataclass
@@ -41,6 +38,19 @@ class Location:
     @classmethod
     def parse(cls, url: str, storage_options: Mapping[str, Any] | None = None) -> Location:
         options = dict(storage_options or {})
+        protocol = str(url).split("://", 1)[0].lower() if "://" in str(url) else ""
+        if protocol in _NO_URL_CREDENTIALS and has_userinfo(str(url)):
+            raise UrlError(
+                f"{redact_url(str(url))!r}: credentials inside a {protocol}:// URL are not "
+                f"used (they would be read as part of the bucket name). Remove them from the "
+                f"URL and pass them as storage options (key=..., secret=...; "
+                f"--storage-option on the command line), or through the environment or a "
+                f"profile")
+        if protocol and protocol not in fsspec.available_protocols():
+            raise UrlError(
+                f"{redact_url(str(url))!r}: unknown protocol {protocol!r}; slipstream reads "
+                f"local paths and the URLs fsspec knows (s3://, gs://, hf://, https://, ...; "
+                f"`python -c 'import fsspec; print(fsspec.available_protocols())'` lists them)")
         try:
             fs, path = fsspec.core.url_to_fs(str(url), **options)
         except ImportError as exc:
@@ -72,3 +82,6 @@ class Location:
     def describe(self) -> str:
         """The location for messages and cache metadata: absolute if local, no credentials."""
         return self.path if self.is_local else redact_url(self.url)
+
+    def __repr__(self) -> str:
+        return f"Location({self.describe()!r})"
