@@ -94,6 +94,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     ds = SlipstreamDataset(
         args.url, source=args.source, cache_dir=args.cache_dir,
         storage_options=_storage_options(args.storage_option),
+        exif_orientation=args.exif_orientation,
     )
     with ds:
         cache = ds.build_cache(args.format, num_threads=args.threads, progress=not args.quiet,
@@ -226,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                    help="a sample that cannot be read or decoded stops the build (raise, "
                         "default) or is left out and listed (skip)")
+    b.add_argument("--exif-orientation", choices=["ignore", "apply"], default="ignore",
+                   help="ignore EXIF orientation tags (default, as torchvision) or store "
+                        "images upright (rotated ones are re-encoded; another cache)")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_cache_dir(b)
     b.set_defaults(func=cmd_build)

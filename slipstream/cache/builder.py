@@ -17,7 +17,7 @@ from ..stores.local import LocalStore
 from ._space import out_of_space_errors
 from .arrays import DEFAULT_HEAP_CHUNK_BYTES
 from .derived import DERIVED_FORMATS, ensure_format
-from .images import DEFAULT_MAX_PIXELS, check_max_pixels
+from .images import DEFAULT_MAX_PIXELS, check_exif_orientation, check_max_pixels
 from .key import KEY_HEX_DIGITS, content_key
 from .reader import Cache
 from .writer import CacheWriter
@@ -51,13 +51,20 @@ def _select_fields(source: Source, names: Sequence[str] | None) -> tuple[Field, 
 
 
 def cache_key_for(
-    source: Source, *, image_format: str = "jpeg", fields: Sequence[str] | None = None
+    source: Source, *, image_format: str = "jpeg", fields: Sequence[str] | None = None,
+    exif_orientation: str = "ignore",
 ) -> str:
     """The content key the cache of ``source`` has (without building anything)."""
     return content_key(
         source.name, source.fingerprint(), _select_fields(source, fields),
-        stored_format(image_format),
+        stored_format(image_format), settings=_settings(exif_orientation),
     )
+
+
+def _settings(exif_orientation: str) -> dict[str, str]:
+    """The build settings that change the stored bytes, less their defaults (for the key)."""
+    check_exif_orientation(exif_orientation)
+    return {} if exif_orientation == "ignore" else {"exif_orientation": exif_orientation}
 
 
 def stored_format(image_format: str) -> str:
@@ -78,6 +85,7 @@ def build_cache(
     lock_timeout: float | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     on_error: str = "raise",
+    exif_orientation: str = "ignore",
 ) -> Cache:
     """Find the cache of ``source`` in ``store``, or build it there.
 
@@ -96,6 +104,11 @@ def build_cache(
     it is left out, a warning names it, and the cache records it (``cache.skipped``). A
     cache that left samples out is published under :func:`partial_key`, so it is found
     only by builds that also skip.
+
+    ``exif_orientation="apply"`` stores images upright by their EXIF Orientation tag
+    (re-encoding the rotated ones, see :func:`~slipstream.cache.images.apply_exif_orientation`);
+    the default ``"ignore"`` keeps pixels as stored, as torchvision's loader does. The
+    two are different caches (different keys).
     """
     if on_error not in BUILD_ON_ERROR:
         raise ValueError(f"on_error must be one of {BUILD_ON_ERROR}, got {on_error!r}")
@@ -104,7 +117,8 @@ def build_cache(
         store = LocalStore(store)
     selected = _select_fields(source, fields)
     base_format = stored_format(image_format)
-    key = content_key(source.name, source.fingerprint(), selected, base_format)
+    key = content_key(source.name, source.fingerprint(), selected, base_format,
+                      settings=_settings(exif_orientation))
     cache = _find(store, key, on_error)
     if cache is None:
         _check_root(store.root)
@@ -112,7 +126,8 @@ def build_cache(
             cache = _find(store, key, on_error)  # another process built it while we waited
             if cache is None:
                 cache = _build(source, store, key, selected, base_format, num_threads,
-                               progress, heap_chunk_bytes, max_pixels, on_error)
+                               progress, heap_chunk_bytes, max_pixels, on_error,
+                               exif_orientation)
     ensure_format(cache, image_format, num_threads=num_threads, progress=progress)
     return cache
 
@@ -176,7 +191,7 @@ def _skip_or_raise(writer: CacheWriter, index: int, exc: SampleError, on_error: 
 
 def _build(source: Source, store: LocalStore, key: str, selected: tuple[Field, ...],
            image_format: str, num_threads: int, progress: bool, heap_chunk_bytes: int,
-           max_pixels: int, on_error: str) -> Cache:
+           max_pixels: int, on_error: str, exif_orientation: str) -> Cache:
     n = len(source)
     if n == 0:
         raise SampleError(
@@ -187,7 +202,8 @@ def _build(source: Source, store: LocalStore, key: str, selected: tuple[Field, .
                              store.root):
         build_dir = store.new_build_dir(key)
         writer = CacheWriter(build_dir, selected, n, image_format=image_format,
-                             heap_chunk_bytes=heap_chunk_bytes, max_pixels=max_pixels)
+                             heap_chunk_bytes=heap_chunk_bytes, max_pixels=max_pixels,
+                             exif_orientation=exif_orientation)
         bar = progress_bar(n, f"building {source.name} cache", unit="img", enabled=progress)
         try:
             _fill(writer, source, num_threads, on_error, bar)

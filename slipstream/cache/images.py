@@ -14,7 +14,8 @@ from ..schema import RawImage
 from .layout import Codec
 
 __all__ = ["ImageInfo", "probe_image", "header_reader", "DEFAULT_MAX_PIXELS", "MAX_PIXELS",
-           "check_max_pixels"]
+           "check_max_pixels", "EXIF_ORIENTATION_POLICIES", "check_exif_orientation",
+           "apply_exif_orientation"]
 
 _JPEG_SOI = b"\xff\xd8\xff"
 # TurboJPEG colourspace codes (TJCS_*): CMYK and YCCK images can't be decoded to RGB
@@ -52,6 +53,51 @@ def check_max_pixels(max_pixels: int) -> int:
         raise ValueError(f"max_pixels={max_pixels!r}: expected an int from 1 to {MAX_PIXELS:,} "
                          f"(default {DEFAULT_MAX_PIXELS:,})")
     return max_pixels
+
+
+#: What a build does with an image's EXIF Orientation tag: ``"ignore"`` it (the default,
+#: as torchvision's ``ImageFolder`` loader does: pixels as stored) or ``"apply"`` it (the
+#: image is stored upright; see :func:`apply_exif_orientation`).
+EXIF_ORIENTATION_POLICIES = ("ignore", "apply")
+_ORIENTATION_TAG = 0x0112
+#: JPEG quality of an image re-encoded upright (``exif_orientation="apply"``).
+REORIENTED_JPEG_QUALITY = 95
+
+
+def check_exif_orientation(policy: str) -> str:
+    if policy not in EXIF_ORIENTATION_POLICIES:
+        raise ValueError(f"exif_orientation={policy!r}: expected one of "
+                         f"{EXIF_ORIENTATION_POLICIES}")
+    return policy
+
+
+def apply_exif_orientation(data: bytes, name: str, max_pixels: int) -> bytes:
+    """``data`` stored upright: an image whose EXIF Orientation tag is 2-8 is decoded,
+    flipped or rotated as the tag says, and re-encoded without the tag (a JPEG as a JPEG
+    of quality :data:`REORIENTED_JPEG_QUALITY`: one generation of JPEG loss; anything
+    else as a PNG: lossless). Any other image is returned as it is, unread past its
+    header. An image over ``max_pixels`` is left for :func:`probe_image` to refuse."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            orientation = im.getexif().get(_ORIENTATION_TAG)
+            if orientation not in range(2, 9) or im.width * im.height > max_pixels:
+                return data
+            source_format = im.format
+            upright = ImageOps.exif_transpose(im)
+    except (UnidentifiedImageError, Image.DecompressionBombError):
+        return data  # not an image Pillow reads: probe_image names the problem
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise SampleError(f"{name}: cannot apply its EXIF orientation: corrupt or truncated "
+                          f"image ({exc})", path=name) from exc
+    buf = io.BytesIO()
+    if source_format == "JPEG" and upright.mode in ("L", "RGB", "CMYK"):
+        # 4:4:4: no second chroma subsampling on top of the first generation's
+        upright.save(buf, format="JPEG", quality=REORIENTED_JPEG_QUALITY, subsampling=0)
+    else:
+        upright.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 @dataclass(frozen=True)

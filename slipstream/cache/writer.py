@@ -13,7 +13,13 @@ from ..errors import SampleError
 from ..schema import Field, FieldKind, RawImage, Sample
 from . import layout
 from .arrays import HeapWriter, write_array
-from .images import DEFAULT_MAX_PIXELS, check_max_pixels, probe_image
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    apply_exif_orientation,
+    check_exif_orientation,
+    check_max_pixels,
+    probe_image,
+)
 from .layout import (
     FileLedger,
     group_metadata,
@@ -38,12 +44,15 @@ class _HeapField:
             self.widths = np.zeros(n, np.uint32)
             self.codecs = np.zeros(n, np.uint8)
 
-    def prepare(self, i: int, value: Any, name: str, max_pixels: int) -> tuple[Any, Any]:
+    def prepare(self, i: int, value: Any, name: str, max_pixels: int,
+                apply_exif: bool = False) -> tuple[Any, Any]:
         """Check ``value`` and return what :meth:`commit` stores; raises
         :class:`SampleError` and changes nothing when the value is unusable."""
         kind = self.field.kind
         info = None
         if kind is FieldKind.IMAGE:
+            if apply_exif and not isinstance(value, RawImage):
+                value = apply_exif_orientation(bytes(value), name, max_pixels)
             info = probe_image(value, name, max_pixels)
             data = value.pixels if isinstance(value, RawImage) else value
         elif kind is FieldKind.STR:
@@ -102,6 +111,7 @@ class CacheWriter:
         image_format: str = "jpeg",
         heap_chunk_bytes: int,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        exif_orientation: str = "ignore",
     ) -> None:
         if image_format not in SUPPORTED_IMAGE_FORMATS:
             raise ValueError(
@@ -113,6 +123,7 @@ class CacheWriter:
         self.num_samples = num_samples
         self.image_format = image_format
         self.max_pixels = check_max_pixels(max_pixels)
+        self.exif_orientation = check_exif_orientation(exif_orientation)
         self.ledger = FileLedger(directory)
         self._seen = np.zeros(num_samples, bool)
         #: source index -> why it was left out (:meth:`skip`)
@@ -147,8 +158,8 @@ class CacheWriter:
             if f.name in self._numbers:
                 numbers[f.name] = _number(value, f, name, index)
             else:
-                prepared[f.name] = self._heaps[f.name].prepare(index, value, name,
-                                                               self.max_pixels)
+                prepared[f.name] = self._heaps[f.name].prepare(
+                    index, value, name, self.max_pixels, self.exif_orientation == "apply")
         for field_name, number in numbers.items():
             self._numbers[field_name][index] = number
         for field_name, (data, info) in prepared.items():
@@ -189,6 +200,7 @@ class CacheWriter:
             "source": dict(source_description),
             "field_info": field_info,
             "max_pixels": self.max_pixels,
+            "exif_orientation": self.exif_orientation,
             "created_unix": int(time.time()),
             "indexes": [],
             "files": self.ledger.files,  # the manifest: written last, with this file
