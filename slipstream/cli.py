@@ -115,6 +115,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"key          {info['key']}")
     print(f"format       v{info['format_version']}, images as {info['image_format']}")
     print(f"samples      {info['num_samples']}")
+    if cache.skipped:
+        print(f"left out     {len(cache.skipped)} source samples (built with on_error=skip; "
+              f"`info --json` lists them)")
     print(f"size         {_human(info['size_bytes'])} in {info['files']} files")
     print("fields       " + ", ".join(f"{k} ({v})" for k, v in info["fields"].items()))
     for name, im in info["images"].items():

@@ -22,6 +22,25 @@ _EXTRA_FOR_PROTOCOL = {"s3": "s3", "s3a": "s3", "hf": "hf", "gs": "gcs", "gcs": 
 _NO_URL_CREDENTIALS = frozenset(("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "hf"))
 
 
+def _check_url_part(part: str, url: str) -> None:
+    """Refuse one ``protocol://...`` part of ``url`` that fsspec cannot open or that carries
+    credentials its filesystem never reads."""
+    if "://" not in part:
+        return
+    protocol = part.split("://", 1)[0].lower()
+    if protocol not in fsspec.available_protocols() and protocol not in fsspec.registry:
+        raise UrlError(
+            f"{redact_url(url)!r}: unknown protocol {protocol!r}; slipstream reads local "
+            f"paths and the URLs fsspec knows (s3://, gs://, hf://, https://, ...; "
+            f"`python -c 'import fsspec; print(fsspec.available_protocols())'` lists them)")
+    if protocol in _NO_URL_CREDENTIALS and has_userinfo(part):
+        raise UrlError(
+            f"{redact_url(url)!r}: credentials inside a {protocol}:// URL are not used (they "
+            f"would be read as part of the bucket name). Remove them from the URL and pass "
+            f"them as storage options (key=..., secret=...; --storage-option on the command "
+            f"line), or through the environment or a profile")
+
+
 @dataclass
 class Location:
     """A URL (or local path) with the filesystem that reads it.
@@ -38,19 +57,8 @@ class Location:
     @classmethod
     def parse(cls, url: str, storage_options: Mapping[str, Any] | None = None) -> Location:
         options = dict(storage_options or {})
-        protocol = str(url).split("://", 1)[0].lower() if "://" in str(url) else ""
-        if protocol in _NO_URL_CREDENTIALS and has_userinfo(str(url)):
-            raise UrlError(
-                f"{redact_url(str(url))!r}: credentials inside a {protocol}:// URL are not "
-                f"used (they would be read as part of the bucket name). Remove them from the "
-                f"URL and pass them as storage options (key=..., secret=...; "
-                f"--storage-option on the command line), or through the environment or a "
-                f"profile")
-        if protocol and protocol not in fsspec.available_protocols():
-            raise UrlError(
-                f"{redact_url(str(url))!r}: unknown protocol {protocol!r}; slipstream reads "
-                f"local paths and the URLs fsspec knows (s3://, gs://, hf://, https://, ...; "
-                f"`python -c 'import fsspec; print(fsspec.available_protocols())'` lists them)")
+        for part in str(url).split("::"):  # chained URLs: simplecache::s3://...
+            _check_url_part(part, str(url))
         try:
             fs, path = fsspec.core.url_to_fs(str(url), **options)
         except ImportError as exc:

@@ -288,3 +288,16 @@ def test_a_builder_waiting_on_a_stopped_builder_says_who_holds_the_lock(image_fo
         assert f"waiting for {lock_path}, held by {holder}" in caplog.text
     finally:
         sigkill(child)
+
+
+@pytest.mark.parametrize("value", ["all of them", [{"index": -1, "error": "x"}], [3],
+                                   [{"index": 1}]])
+def test_a_skipped_list_no_build_writes_is_refused(image_folder, cache_root, value):
+    from slipstream.errors import CacheCorruptError
+
+    path = SlipstreamDataset(image_folder, cache_dir=cache_root).build_cache(progress=False).path
+    meta = json.loads((path / MANIFEST_NAME).read_text())
+    meta["attributes"]["slipstream"]["skipped"] = value
+    (path / MANIFEST_NAME).write_text(json.dumps(meta))
+    with pytest.raises(CacheCorruptError, match="skipped"):
+        Cache(path)

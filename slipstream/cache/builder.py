@@ -8,6 +8,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .._progress import progress_bar
 from ..errors import CacheRootError, SampleError
@@ -160,7 +161,7 @@ def _check_root(root: Path) -> None:
 
 
 def _fill(writer: CacheWriter, source: Source, num_threads: int, on_error: str,
-          bar: object) -> None:
+          bar: Any) -> None:
     """Read every sample into ``writer``; with ``on_error="skip"`` a sample that fails
     (in the source's read or in the writer's checks) is left out and named in a warning.
     A source error restarts the reading with the samples still pending."""
@@ -172,13 +173,13 @@ def _fill(writer: CacheWriter, source: Source, num_threads: int, on_error: str,
                     writer.add(index, sample, source.sample_name(index))
                 except SampleError as exc:
                     _skip_or_raise(writer, index, exc, on_error)
-                bar.update(1)  # type: ignore[attr-defined]
+                bar.update(1)
             return
         except SampleError as exc:
             if exc.index is None:
                 raise
             _skip_or_raise(writer, exc.index, exc, on_error)
-            bar.update(1)  # type: ignore[attr-defined]
+            bar.update(1)
             indices = writer.pending()
 
 

@@ -1,4 +1,5 @@
-"""Looking at an image's bytes at build time: its size and how it must be decoded."""
+"""Looking at an image's bytes at build time: its size, how it must be decoded, whether it
+must be refused, and (on request) storing it upright by its EXIF orientation."""
 
 from __future__ import annotations
 

@@ -179,6 +179,11 @@ def check_attrs(cache_dir: Path, attrs: Mapping[str, Any]) -> None:
         if not isinstance(entries, list) or not all(
                 isinstance(e, str) and valid(e) for e in entries):
             raise bad(f"{list_key} {entries!r:.80} lists something that is not in the cache")
+    skipped = attrs.get("skipped", [])
+    if not isinstance(skipped, list) or not all(
+            isinstance(e, dict) and _is_count(e.get("index")) and isinstance(e.get("error"), str)
+            for e in skipped):
+        raise bad(f"skipped {skipped!r:.80} is not a list of {{'index': int, 'error': str}}")
     problem = manifest_problem(attrs["files"])
     if problem:
         raise bad(problem)
@@ -198,6 +203,10 @@ def manifest_problem(files: Mapping[str, Any]) -> str | None:
             return (f"the manifest entry of {rel!r} is {entry!r:.80}, expected "
                     f"{{'size': int >= 0, {CHECKSUM!r}: str}}")
     return None
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _is_name(part: str) -> bool:

@@ -377,6 +377,7 @@ class Cache:
             "fields": {f.name: f.kind.value for f in self.fields},
             "images": images,
             "indexes": list(self.index_names),
+            "skipped": self.skipped,
             "files": len(self.manifest["files"]),
             "size_bytes": self.size_bytes(),
             "source": self.source,

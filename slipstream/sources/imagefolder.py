@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from .._redact import redact_url
 from ..errors import SampleError, SourceNotFoundError
 from ..hookspecs import hookimpl
 from ..location import Location
@@ -26,8 +27,8 @@ class ImageFolderSource(Source):
     not valid UTF-8 has its undecodable bytes written as ``\\xNN``). The class names are
     in :attr:`classes`.
 
-    Every first-level directory that is not hidden is a class, as in torchvision's
-    ``ImageFolder``. A class directory with no image is refused by name (torchvision
+    Every first-level directory is a class, as in torchvision's ``ImageFolder`` (a hidden
+    one, like ``.ipynb_checkpoints``, only if it holds images). A class directory with no image is refused by name (torchvision
     refuses it too: dropping it would shift every later class's label); with
     ``allow_empty_classes=True`` it keeps its label and has no samples (torchvision's
     ``allow_empty=True``).
@@ -94,7 +95,11 @@ class ImageFolderSource(Source):
         return {**super().describe(), "classes": [display_name(c) for c in self.classes]}
 
     def sample_name(self, index: int) -> str:
-        return display_name(self.location.child(self._layout.relpaths[index]))
+        return self._shown(self.location.child(self._layout.relpaths[index]))
+
+    def _shown(self, path: str) -> str:
+        """``path`` for messages: printable, and without credentials (a remote URL's)."""
+        return display_name(path) if self.location.is_local else redact_url(display_name(path))
 
     def read(self, index: int) -> Sample:
         relpath = self._layout.relpaths[index]
@@ -106,8 +111,8 @@ class ImageFolderSource(Source):
             else:
                 data = self.location.fs.cat_file(full)
         except OSError as exc:
-            name = display_name(full)
-            raise SampleError(f"{name}: cannot read image ({display_name(str(exc))})",
+            name = self._shown(full)
+            raise SampleError(f"{name}: cannot read image ({self._shown(str(exc))})",
                               index=index, path=name) from exc
         return {"image": data, "label": self._layout.labels[index],
                 "path": display_name(relpath)}
