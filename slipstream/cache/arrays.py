@@ -366,7 +366,8 @@ class ByteHeap:
             return []
         first = self.offsets[indices] // self.chunk_bytes
         last = (self.offsets[indices] + np.maximum(self.sizes[indices], 1) - 1) // self.chunk_bytes
-        return np.unique(np.concatenate([first, last])).tolist()  # type: ignore[no-any-return]
+        chunks: list[int] = np.unique(np.concatenate([first, last])).tolist()
+        return chunks
 
     def unverified_chunks(self, indices: np.ndarray) -> list[int]:
         """The chunks holding ``indices`` whose bytes were not yet hashed."""
@@ -376,7 +377,7 @@ class ByteHeap:
         """Hash chunk ``c`` as mapped (the very bytes decoders read) and compare it with
         the manifest's digest ``expected``; raise :class:`CacheCorruptError` naming the
         file if they differ. ``hashlib`` releases the GIL while it hashes."""
-        if hashlib.new(CHECKSUM, self._views[c]).hexdigest() != expected:
+        if hashlib.new(CHECKSUM, self._views[c].data).hexdigest() != expected:
             raise checksum_mismatch(self.chunk_path(c))
         self._verified[c] = True
 

@@ -176,8 +176,8 @@ def _fill(writer: CacheWriter, source: Source, num_threads: int, on_error: str,
                 bar.update(1)
             return
         except SampleError as exc:
-            if exc.index is None:
-                raise
+            if exc.index is None or exc.index not in writer.pending():
+                raise  # no sample to leave out: restarting would not get past it
             _skip_or_raise(writer, exc.index, exc, on_error)
             bar.update(1)
             indices = writer.pending()

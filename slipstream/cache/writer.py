@@ -33,8 +33,14 @@ _NUMERIC_DTYPES = {FieldKind.INT: np.dtype("<i8"), FieldKind.FLOAT: np.dtype("<f
 
 
 class _HeapField:
-    def __init__(self, ledger: FileLedger, root: Path, field: Field, n: int, chunk_bytes: int):
+    """One bytes, str or image field being written: its heap and per-value tables. Images
+    over ``max_pixels`` are refused; ``apply_exif`` stores them upright."""
+
+    def __init__(self, ledger: FileLedger, root: Path, field: Field, n: int, chunk_bytes: int,
+                 max_pixels: int, apply_exif: bool):
         self.field = field
+        self.max_pixels = max_pixels
+        self.apply_exif = apply_exif
         self.dir = root / field.name
         self.heap = HeapWriter(ledger, self.dir / "heap", chunk_bytes)
         self.offsets = np.zeros(n, np.uint64)
@@ -44,16 +50,15 @@ class _HeapField:
             self.widths = np.zeros(n, np.uint32)
             self.codecs = np.zeros(n, np.uint8)
 
-    def prepare(self, i: int, value: Any, name: str, max_pixels: int,
-                apply_exif: bool = False) -> tuple[Any, Any]:
+    def prepare(self, i: int, value: Any, name: str) -> tuple[Any, Any]:
         """Check ``value`` and return what :meth:`commit` stores; raises
         :class:`SampleError` and changes nothing when the value is unusable."""
         kind = self.field.kind
         info = None
         if kind is FieldKind.IMAGE:
-            if apply_exif and not isinstance(value, RawImage):
-                value = apply_exif_orientation(bytes(value), name, max_pixels)
-            info = probe_image(value, name, max_pixels)
+            if self.apply_exif and not isinstance(value, RawImage):
+                value = apply_exif_orientation(bytes(value), name, self.max_pixels)
+            info = probe_image(value, name, self.max_pixels)
             data = value.pixels if isinstance(value, RawImage) else value
         elif kind is FieldKind.STR:
             if not isinstance(value, str):
@@ -135,8 +140,8 @@ class CacheWriter:
                 self._numbers[f.name] = np.zeros(num_samples, _NUMERIC_DTYPES[f.kind])
             else:
                 self._heaps[f.name] = _HeapField(
-                    self.ledger, directory, f, num_samples, heap_chunk_bytes
-                )
+                    self.ledger, directory, f, num_samples, heap_chunk_bytes, self.max_pixels,
+                    self.exif_orientation == "apply")
 
     def add(self, index: int, sample: Sample, name: str) -> None:
         """Store sample ``index``; ``name`` (its path, say) is used in errors. A sample
@@ -158,8 +163,7 @@ class CacheWriter:
             if f.name in self._numbers:
                 numbers[f.name] = _number(value, f, name, index)
             else:
-                prepared[f.name] = self._heaps[f.name].prepare(
-                    index, value, name, self.max_pixels, self.exif_orientation == "apply")
+                prepared[f.name] = self._heaps[f.name].prepare(index, value, name)
         for field_name, number in numbers.items():
             self._numbers[field_name][index] = number
         for field_name, (data, info) in prepared.items():

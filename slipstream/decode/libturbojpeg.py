@@ -211,7 +211,7 @@ def refuse_undecodable(data: np.ndarray | bytes) -> None:
     12-bit, ...): a libjpeg-turbo that decodes lossless JPEGs ignores the DCT scaling
     factor for them and writes past the buffer, so such bytes (in a cache built before
     the build refused them, or a hostile one) never reach the library."""
-    frame = read_frame(data)
+    frame = read_frame(data.data if isinstance(data, np.ndarray) else data)
     reason = undecodable_reason(frame) if frame is not None else None
     if reason:
         raise JpegDecodeError(f"refused before decoding: {reason}")

@@ -28,10 +28,10 @@ class ImageFolderSource(Source):
     in :attr:`classes`.
 
     Every first-level directory is a class, as in torchvision's ``ImageFolder`` (a hidden
-    one, like ``.ipynb_checkpoints``, only if it holds images). A class directory with no image is refused by name (torchvision
-    refuses it too: dropping it would shift every later class's label); with
-    ``allow_empty_classes=True`` it keeps its label and has no samples (torchvision's
-    ``allow_empty=True``).
+    one, like ``.ipynb_checkpoints``, only if it holds images). A class directory with no
+    image is refused by name (torchvision refuses it too: dropping it would shift every
+    later class's label); with ``allow_empty_classes=True`` it keeps its label and has no
+    samples (torchvision's ``allow_empty=True``).
     """
 
     name = "imagefolder"
