@@ -301,3 +301,14 @@ def test_a_skipped_list_no_build_writes_is_refused(image_folder, cache_root, val
     (path / MANIFEST_NAME).write_text(json.dumps(meta))
     with pytest.raises(CacheCorruptError, match="skipped"):
         Cache(path)
+
+
+def test_a_flipped_bit_in_an_index_is_refused(image_folder, cache_root):
+    from slipstream.cache import write_index
+    from slipstream.errors import CacheCorruptError
+
+    cache = SlipstreamDataset(image_folder, cache_dir=cache_root).build_cache(progress=False)
+    write_index(cache, fields=["label"])
+    _flip_bit(cache.path / "_indexes" / "label" / "samples" / "c" / "0", 8)
+    with pytest.raises(CacheCorruptError, match=r"_indexes/label/samples/c/0 does not match"):
+        Cache(cache.path).index("label")

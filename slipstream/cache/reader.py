@@ -328,6 +328,7 @@ class Cache:
     def refresh(self) -> None:
         """Re-read the root metadata (after ``write_index`` by this or another process)."""
         self.attrs = read_manifest(self.path)
+        self._digests = None
 
     def index(self, field: str) -> FieldIndex:
         from .index import FieldIndex
