@@ -22,7 +22,7 @@ from slipstream.cache import Cache
 from slipstream.cli import main as cli_main
 from slipstream.errors import CacheCorruptError, CachePermissionError
 
-CHUNKS = ["label/c/0", "image/heap/c/0", "image/sizes/c/0"]
+CHUNKS = ["label/c/0", "image/heap/c/0", "image/sizes/c/0", "image/heights/zarr.json"]
 
 
 @contextmanager
@@ -112,7 +112,7 @@ except CacheError as exc:
 """
 
 
-@pytest.mark.parametrize("rel", ["label/c/0", "image/heap/c/0"])
+@pytest.mark.parametrize("rel", ["label/c/0", "image/heap/c/0", "label/zarr.json"])
 def test_an_unreadable_chunk_is_a_permissions_problem_not_damage(image_folder, tmp_path, rel):
     as_root = os.geteuid() == 0
     # nobody must reach the cache: pytest's tmp_path is under a root-only directory

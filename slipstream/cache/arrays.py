@@ -219,7 +219,9 @@ def array_meta(array_dir: Path) -> tuple[int, int, np.dtype[Any]]:
 
     where = array_dir / "zarr.json"
     try:
-        meta = json.loads(where.read_bytes())
+        meta = json.loads(read_regular(where))
+    except CacheError:
+        raise  # not a regular file, or not readable by this user: named as such
     except (OSError, ValueError, RecursionError) as exc:
         raise _damaged(f"{where} is missing or not JSON ({type(exc).__name__}: {exc})") from exc
     try:
