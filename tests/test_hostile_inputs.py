@@ -162,3 +162,20 @@ def test_the_decode_path_refuses_what_the_build_would(tmp_path, name):
     paths = [p for b in loader for p in b["path"]]
     assert paths == ["a/0.jpg", "a/2.jpg"]
     assert re.search(reason, str(loader.skipped[0]))
+
+
+def test_deriving_yuv420_refuses_what_the_build_would(tmp_path):
+    """The YUV 4:2:0 derivation decodes stored JPEGs too: the same guard applies."""
+    from slipstream.decode.libturbojpeg import JpegDecodeError, TurboDecoder
+    from slipstream.decode.yuv import jpeg_to_yuv420
+
+    turbo = TurboDecoder()
+    try:
+        for name in ("lossless_rgb_48x40.jpg", "12bit_gray_48x40.jpg"):
+            data = np.frombuffer((HOSTILE_DIR / name).read_bytes(), np.uint8)
+            with pytest.raises(JpegDecodeError, match="refused before decoding"):
+                jpeg_to_yuv420(turbo, data)
+        ok = np.frombuffer((HOSTILE_DIR / "baseline_48x40.jpg").read_bytes(), np.uint8)
+        assert jpeg_to_yuv420(turbo, ok).size == 48 * 40 + 2 * 24 * 20
+    finally:
+        turbo.close()
