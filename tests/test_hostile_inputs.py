@@ -179,3 +179,29 @@ def test_deriving_yuv420_refuses_what_the_build_would(tmp_path):
         assert jpeg_to_yuv420(turbo, ok).size == 48 * 40 + 2 * 24 * 20
     finally:
         turbo.close()
+
+
+def _png_claiming(height: int, width: int) -> bytes:
+    """An 8x8 PNG whose header (IHDR, its CRC fixed) claims ``height x width``."""
+    import io
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.new("L", (8, 8)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    i = data.index(b"IHDR")
+    data[i + 4:i + 12] = struct.pack(">II", width, height)
+    data[i + 17:i + 21] = struct.pack(">I", zlib.crc32(bytes(data[i:i + 17])))
+    return bytes(data)
+
+
+def test_max_pixels_decides_not_pillows_warning_threshold():
+    """Pillow warns above 89,478,485 pixels; a build that raised max_pixels past that
+    accepts such a header, and the default refuses it by max_pixels, by name."""
+    from slipstream.cache.images import probe_image
+
+    data = _png_claiming(10000, 10000)
+    assert probe_image(data, "big.png", max_pixels=100_000_000).height == 10000
+    with pytest.raises(SampleError, match="big.png: the image claims 10000x10000"):
+        probe_image(data, "big.png")
