@@ -268,3 +268,25 @@ def test_a_read_only_cache_root_is_one_line(tmp_path):
         assert "ro is not writable by this user" in done.stderr
     finally:
         sh.rmtree(base, ignore_errors=True)
+
+
+def test_a_loader_builds_with_the_datasets_on_error(tmp_path):
+    """``SlipstreamDataset(url, on_error="skip")``: the loader's first epoch builds the
+    cache with that policy, and a second loader finds the same (partial) cache."""
+    import shutil as sh
+
+    from slipstream import DecodeCenterCrop, SlipstreamLoader
+
+    from .hostile import HOSTILE_DIR
+
+    root = _folder_with_one_good_image(tmp_path)
+    sh.copy(HOSTILE_DIR / "12bit_gray_48x40.jpg", root / "a" / "twelve.jpg")
+    ds = SlipstreamDataset(root, cache_dir=tmp_path / "cache", on_error="skip")
+    paths = []
+    for _ in range(2):
+        loader = SlipstreamLoader(ds, batch_size=4, shuffle=False, seed=0, num_threads=1,
+                                  pipelines={"image": [DecodeCenterCrop(16)]}, progress=False)
+        paths.append([p for b in loader for p in b["path"]])
+        assert [e["index"] for e in loader.cache.skipped] == [1]
+    assert paths == [["a/good.jpg"], ["a/good.jpg"]]
+    assert len([p for p in (tmp_path / "cache").iterdir() if p.name != ".tmp"]) == 1
