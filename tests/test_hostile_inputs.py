@@ -12,6 +12,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, features
 
 from slipstream import DecodeOnly, SampleError, SlipstreamDataset, SlipstreamLoader
@@ -205,3 +207,15 @@ def test_max_pixels_decides_not_pillows_warning_threshold():
     assert probe_image(data, "big.png", max_pixels=100_000_000).height == 10000
     with pytest.raises(SampleError, match="big.png: the image claims 10000x10000"):
         probe_image(data, "big.png")
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(prefix=st.sampled_from([b"", b"\xff\xd8", b"\xff\xd8\xff\xe0\x00\x10"]),
+       body=st.binary(max_size=200))
+def test_read_frame_never_fails_on_any_bytes(prefix, body):
+    """The frame-header walk runs on untrusted bytes in the build and before every decode:
+    any input gives a frame with in-range fields, or None; never an exception."""
+    frame = read_frame(prefix + body)
+    if frame is not None:
+        assert 0xC0 <= frame.marker <= 0xCF and 0 <= frame.precision <= 255
+        assert 0 <= frame.height < 65536 and 0 <= frame.width < 65536
