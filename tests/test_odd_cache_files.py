@@ -143,3 +143,20 @@ def test_an_unreadable_chunk_is_a_permissions_problem_not_damage(image_folder, t
     finally:
         if base != tmp_path:
             shutil.rmtree(base, ignore_errors=True)
+
+
+def test_an_oversized_chunk_is_refused_before_it_is_read(built):
+    """Numeric chunks are read whole: one grown to 100 MB is refused by its size (the
+    array's metadata bounds it), not loaded."""
+    import tracemalloc
+
+    with open(built / "label" / "c" / "0", "r+b") as f:
+        f.truncate(100 << 20)  # a sparse file: 100 MB long, nothing on disk
+    tracemalloc.start()
+    try:
+        with pytest.raises(CacheCorruptError, match="is 104,857,600 bytes, more than the"):
+            Cache(built).column("label")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 << 20

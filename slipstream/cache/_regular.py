@@ -65,10 +65,19 @@ def open_regular(path: Path) -> int:
     return fd
 
 
-def read_regular(path: Path) -> bytes:
-    """The whole content of the regular file ``path`` (see :func:`open_regular`)."""
+def read_regular(path: Path, limit: int | None = None) -> bytes:
+    """The whole content of the regular file ``path`` (see :func:`open_regular`). A file
+    longer than ``limit`` bytes is refused before it is read (:class:`CacheCorruptError`):
+    a cache's metadata says how long each file can be, and a damaged or hostile cache
+    must not make a reader load gigabytes."""
     fd = open_regular(path)
     try:
+        size = os.fstat(fd).st_size
+        if limit is not None and size > limit:
+            raise CacheCorruptError(
+                f"{path} is {size:,} bytes, more than the {limit:,} its array's metadata "
+                f"allows: the cache is damaged or was not written by slipstream; run "
+                f"`slipstream verify`, then delete it and build it again")
         with os.fdopen(fd, "rb", closefd=False) as f:
             return f.read()
     finally:

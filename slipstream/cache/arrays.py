@@ -264,7 +264,7 @@ def read_array(array_dir: Path, dtype: Any = None,
         path = _chunk_path(array_dir, c)
         need = min(chunk, length - start)
         try:
-            data = read_regular(path)
+            data = read_regular(path, limit=chunk * found.itemsize)
             if len(data) < need * found.itemsize:
                 raise _damaged(f"{path} holds {len(data) // found.itemsize} values, "
                                f"expected {need}")
