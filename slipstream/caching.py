@@ -18,11 +18,19 @@ from typing import TYPE_CHECKING
 
 from .cache import Cache, FieldIndex
 from .cache.arrays import DEFAULT_HEAP_CHUNK_BYTES
-from .cache.builder import select_fields, stored_format, write_cache
+from .cache.builder import (
+    BUILD_ON_ERROR,
+    build_settings,
+    partial_key,
+    select_fields,
+    stored_format,
+    write_cache,
+)
 from .cache.derived import ensure_format
+from .cache.images import DEFAULT_MAX_PIXELS, check_max_pixels
 from .cache.index import write_index as _write_index
 from .cache.key import content_key
-from .errors import RemoteCacheWarning, SlipstreamError
+from .errors import CacheRootError, RemoteCacheWarning, SlipstreamError
 from .sources.base import Source
 from .stores._transfer import DEFAULT_THREADS, SyncReport
 from .stores.base import CacheStore
@@ -67,6 +75,9 @@ def build_cache(
     progress: bool = True,
     heap_chunk_bytes: int = DEFAULT_HEAP_CHUNK_BYTES,
     lock_timeout: float | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    on_error: str = "raise",
+    exif_orientation: str = "ignore",
 ) -> Cache:
     """Find the cache of ``source`` in ``store`` (a local store or its directory), or
     build it there.
@@ -77,27 +88,70 @@ def build_cache(
     builders of the same key (processes of a distributed job, users sharing a directory)
     serialise on a lock: one builds, the others wait up to ``lock_timeout`` seconds
     (forever if None) and then use its cache.
+
+    ``max_pixels``, ``on_error`` and ``exif_orientation`` are as in
+    :func:`slipstream.cache.builder.write_cache`: a cache that left samples out
+    (``on_error="skip"``) is published under :func:`~slipstream.cache.builder.partial_key`,
+    so it is found only by builds that also skip; ``exif_orientation="apply"`` is another
+    cache (another key).
     """
+    if on_error not in BUILD_ON_ERROR:
+        raise ValueError(f"on_error must be one of {BUILD_ON_ERROR}, got {on_error!r}")
+    check_max_pixels(max_pixels)
     if not isinstance(store, LocalStore):
         store = LocalStore(store)
     selected = select_fields(source, fields)
     base_format = stored_format(image_format)
-    key = content_key(source.name, source.fingerprint(), selected, base_format)
-    if not store.has(key):
+    key = content_key(source.name, source.fingerprint(), selected, base_format,
+                      settings=build_settings(exif_orientation))
+    found = _find(store, key, on_error)
+    if found is None:
+        _check_root(store.root)
         with store.build_lock(key, timeout=lock_timeout):
-            if not store.has(key):  # else another process built it while we waited
+            found = _find(store, key, on_error)  # another process built it while we waited
+            if found is None:
                 build_dir = store.new_build_dir(key)
                 try:
-                    write_cache(source, build_dir, key, selected, image_format=base_format,
-                                num_threads=num_threads, progress=progress,
-                                heap_chunk_bytes=heap_chunk_bytes)
-                    store.publish(build_dir, key)
+                    found = write_cache(
+                        source, build_dir, key, selected, image_format=base_format,
+                        num_threads=num_threads, progress=progress,
+                        heap_chunk_bytes=heap_chunk_bytes, max_pixels=max_pixels,
+                        on_error=on_error, exif_orientation=exif_orientation)
+                    store.publish(build_dir, found)
                 except BaseException:
                     shutil.rmtree(build_dir, ignore_errors=True)
                     raise
-    cache = store.open_cache(key)
+    cache = store.open_cache(found)
     ensure_format(cache, image_format, num_threads=num_threads, progress=progress)
     return cache
+
+
+def _find(store: LocalStore, key: str, on_error: str) -> str | None:
+    """The key of the complete cache of ``key`` in ``store``, else (when skipping is
+    allowed) of its partial one; None when neither is there."""
+    for k in (key, partial_key(key)) if on_error == "skip" else (key,):
+        if store.has(k):
+            return k
+    return None
+
+
+def _check_root(root: Path) -> None:
+    """Refuse, in one line, a cache root that is not a writable directory."""
+    what = None
+    if root.exists() and not root.is_dir():
+        what = "is not a directory"
+    else:
+        probe = root
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            what = f"cannot be created: {probe} is not a directory"
+        elif not os.access(probe, os.W_OK | os.X_OK):
+            what = ("is not writable by this user" if probe == root else
+                    f"cannot be created: {probe} is not writable by this user")
+    if what:
+        raise CacheRootError(f"cache directory {root} {what}; choose another with cache_dir= "
+                             f"(or --cache-dir, or $SLIPSTREAM_CACHE_DIR)")
 
 
 def ensure_cache(

@@ -9,20 +9,49 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._redact import scrub
 from .errors import SlipstreamError
 
 __all__ = ["main"]
 
 
+class UsageError(SlipstreamError, ValueError):
+    """A command-line argument that cannot be used (printed as one line, exit status 2)."""
+
+
 def _storage_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``--storage-option KEY=VALUE`` arguments as fsspec options: JSON values (numbers,
+    true/false/null, objects, lists) are parsed, anything else is a string. Errors never
+    echo a value: it may be a credential."""
     out: dict[str, Any] = {}
-    for pair in pairs:
+    for n, pair in enumerate(pairs, 1):
         key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--storage-option expects KEY=VALUE, got {pair!r}")
-        out[key] = json.loads(value) if value[:1] in "{[0123456789" or value in (
-            "true", "false", "null") else value
+        if not sep or not key.strip():
+            raise UsageError(f"--storage-option expects KEY=VALUE; the {_ordinal(n)} one has "
+                             f"no KEY= (the value is not shown: it may be a credential)")
+        out[key] = _option_value(key, value)
     return out
+
+
+def _option_value(key: str, value: str) -> Any:
+    if value in ("true", "false", "null") or value[:1] in "{[":
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            raise UsageError(
+                f"--storage-option {key}=...: the value starts like JSON but is not valid JSON "
+                f"({getattr(exc, 'msg', exc)} at character {getattr(exc, 'pos', '?')}); fix "
+                f"it, or quote it for the shell") from None
+    if value[:1] in "-0123456789":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value  # 127.0.0.1:9000, 007, ...: text
+    return value
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
 def _open_cache(spec: str, cache_dir: str | None):  # -> Cache
@@ -53,15 +82,26 @@ def _human(n: float) -> str:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from .cache.images import check_max_pixels
     from .dataset import SlipstreamDataset
 
+    if args.threads <= 0:
+        raise UsageError(f"--threads must be positive, got {args.threads}")
+    try:
+        check_max_pixels(args.max_pixels)
+    except ValueError as exc:
+        raise UsageError(f"--max-pixels: {exc}") from None
     ds = SlipstreamDataset(
         args.url, source=args.source, cache_dir=args.cache_dir,
         storage_options=_storage_options(args.storage_option),
+        exif_orientation=args.exif_orientation,
     )
     with ds:
-        cache = ds.build_cache(args.format, num_threads=args.threads, progress=not args.quiet)
-        print(f"{cache.path}  ({cache.num_samples} samples, {_human(cache.size_bytes())})")
+        cache = ds.build_cache(args.format, num_threads=args.threads, progress=not args.quiet,
+                               max_pixels=args.max_pixels, on_error=args.on_error)
+        left_out = f", {len(cache.skipped)} left out (on_error=skip)" if cache.skipped else ""
+        print(f"{cache.path}  ({cache.num_samples} samples, {_human(cache.size_bytes())}"
+              f"{left_out})")
     return 0
 
 
@@ -75,6 +115,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"key          {info['key']}")
     print(f"format       v{info['format_version']}, images as {info['image_format']}")
     print(f"samples      {info['num_samples']}")
+    if cache.skipped:
+        print(f"left out     {len(cache.skipped)} source samples (built with on_error=skip; "
+              f"`info --json` lists them)")
     print(f"size         {_human(info['size_bytes'])} in {info['files']} files")
     print("fields       " + ", ".join(f"{k} ({v})" for k, v in info["fields"].items()))
     for name, im in info["images"].items():
@@ -135,7 +178,15 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(Path(args.dir), images=args.images, threads=args.threads)
+    directory = Path(args.dir)
+    blocker = next((p for p in (directory, *directory.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise UsageError(f"--dir {directory}: {blocker} is a file, not a directory; give a "
+                         f"directory (it is created if missing)")
+    if args.images <= 0 or args.threads < 0:
+        raise UsageError(f"--images must be positive and --threads at least 0 (0: one per "
+                         f"core), got --images {args.images} --threads {args.threads}")
+    run_demo(directory, images=args.images, threads=args.threads)
     return 0
 
 
@@ -155,6 +206,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .cache.images import DEFAULT_MAX_PIXELS
+
     p = argparse.ArgumentParser(prog="slipstream", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -171,6 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=16, help="parallel reads (default 16)")
     b.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
                    help="fsspec storage option, repeatable (endpoint_url=..., anon=true)")
+    b.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help="refuse images whose header claims more pixels than this (default "
+                        f"{DEFAULT_MAX_PIXELS:,}): bounds decode memory per thread")
+    b.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                   help="a sample that cannot be read or decoded stops the build (raise, "
+                        "default) or is left out and listed (skip)")
+    b.add_argument("--exif-orientation", choices=["ignore", "apply"], default="ignore",
+                   help="ignore EXIF orientation tags (default, as torchvision) or store "
+                        "images upright (rotated ones are re-encoded; another cache)")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_cache_dir(b)
     b.set_defaults(func=cmd_build)
@@ -227,10 +289,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except SlipstreamError as exc:
-        print(f"slipstream {args.command}: error: {exc}", file=sys.stderr)
+        secrets = _given_options(args)
+        print(f"slipstream {args.command}: error: {scrub(str(exc), secrets)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The storage options on the command line, for masking their credentials in errors."""
+    options: dict[str, Any] = {}
+    for pair in getattr(args, "storage_option", None) or ():
+        key, _, value = pair.partition("=")
+        options[key] = value
+    return options
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from .cache import Cache, cache_key_for
+from .cache.builder import BUILD_ON_ERROR
+from .cache.images import DEFAULT_MAX_PIXELS, check_exif_orientation, check_max_pixels
 from .schema import Field, Sample
 from .sources import Source, open_source
 from .stores.local import LocalStore, default_cache_dir
@@ -23,6 +25,11 @@ class SlipstreamDataset:
     ``source=NAME`` skips detection. ``storage_options`` go to fsspec (credentials,
     ``endpoint_url``). Caches live in ``cache_dir``, else ``$SLIPSTREAM_CACHE_DIR``,
     else ``~/.slipstream``.
+
+    How the cache is built (also when a loader builds it): ``max_pixels`` bounds one
+    image's pixels, ``on_error="skip"`` leaves bad samples out instead of stopping, and
+    ``exif_orientation="apply"`` stores images upright (the default ``"ignore"`` keeps
+    them as stored, like torchvision); see :func:`slipstream.build_cache`.
     """
 
     def __init__(
@@ -36,6 +43,9 @@ class SlipstreamDataset:
         storage_options: Mapping[str, Any] | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         fields: Sequence[str] | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        on_error: str = "raise",
+        exif_orientation: str = "ignore",
         **source_options: Any,
     ) -> None:
         given = {
@@ -55,6 +65,11 @@ class SlipstreamDataset:
         )
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         self.selected_fields = tuple(fields) if fields is not None else None
+        self.max_pixels = check_max_pixels(max_pixels)
+        if on_error not in BUILD_ON_ERROR:
+            raise ValueError(f"on_error must be one of {BUILD_ON_ERROR}, got {on_error!r}")
+        self.on_error = on_error
+        self.exif_orientation = check_exif_orientation(exif_orientation)
 
     @property
     def fields(self) -> tuple[Field, ...]:
@@ -74,7 +89,8 @@ class SlipstreamDataset:
         return LocalStore(self.cache_dir)
 
     def cache_key(self, image_format: str = "jpeg") -> str:
-        return cache_key_for(self.source, image_format=image_format, fields=self.selected_fields)
+        return cache_key_for(self.source, image_format=image_format, fields=self.selected_fields,
+                             exif_orientation=self.exif_orientation)
 
     def find_cache(self, image_format: str = "jpeg") -> Cache | None:
         """The complete local cache for this dataset, if one exists."""
@@ -82,9 +98,11 @@ class SlipstreamDataset:
         return self.store.open_cache(key) if self.store.has(key) else None
 
     def build_cache(
-        self, image_format: str = "jpeg", *, progress: bool = True, num_threads: int = 16
+        self, image_format: str = "jpeg", *, progress: bool = True, num_threads: int = 16,
+        max_pixels: int | None = None, on_error: str | None = None,
     ) -> Cache:
-        """Find this dataset's cache, or build it (once; later calls find it)."""
+        """Find this dataset's cache, or build it (once; later calls find it).
+        ``max_pixels`` and ``on_error`` override the dataset's for this call."""
         from .caching import build_cache
 
         return build_cache(
@@ -94,6 +112,9 @@ class SlipstreamDataset:
             fields=self.selected_fields,
             num_threads=num_threads,
             progress=progress,
+            max_pixels=self.max_pixels if max_pixels is None else max_pixels,
+            on_error=self.on_error if on_error is None else on_error,
+            exif_orientation=self.exif_orientation,
         )
 
     def close(self) -> None:

@@ -20,6 +20,9 @@ __all__ = [
     "CacheFormatError",
     "CacheCorruptError",
     "CacheWriteError",
+    "CacheRootError",
+    "CachePermissionError",
+    "UrlError",
     "MissingDependencyError",
     "UnknownStoreError",
     "RemoteStoreError",
@@ -94,6 +97,19 @@ class CacheCorruptError(CacheError):
 class CacheWriteError(CacheError, OSError):
     """Writing a cache failed for want of room (disk full, quota, file size limit); the
     partial write was removed and nothing was published. ``errno`` is the OS's."""
+
+
+class CacheRootError(CacheError, OSError):
+    """The cache directory cannot hold caches: it is a file, or this user cannot write it."""
+
+
+class CachePermissionError(CacheError, PermissionError):
+    """This user may not read a cache file: a permissions problem, not damage."""
+
+
+class UrlError(SlipstreamError, ValueError):
+    """A URL slipstream cannot use: an unknown protocol, or credentials where they are
+    never read (``s3://KEY:SECRET@bucket``)."""
 
 
 class MissingDependencyError(SlipstreamError, ImportError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,7 +9,8 @@ from typing import Any
 import fsspec
 from fsspec.spec import AbstractFileSystem
 
-from .errors import MissingDependencyError
+from ._redact import has_userinfo, redact_url
+from .errors import MissingDependencyError, UrlError
 
 __all__ = ["Location", "redact_url"]
 
@@ -18,12 +18,28 @@ __all__ = ["Location", "redact_url"]
 _EXTRA_FOR_PROTOCOL = {"s3": "s3", "s3a": "s3", "hf": "hf", "gs": "gcs", "gcs": "gcs", "az": "azure",
                        "abfs": "azure", "abfss": "azure"}
 
-_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
+#: Protocols whose filesystems never read credentials from the URL: ``user:pass@`` there
+#: would be taken as part of the bucket name (and printed back in the error).
+_NO_URL_CREDENTIALS = frozenset(("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "hf"))
 
 
-def redact_url(url: str) -> str:
-    """Drop credentials embedded in a URL (``s3://KEY:SECRET@bucket``) before it is shown."""
-    return _USERINFO.sub(r"\1***@", url)
+def _check_url_part(part: str, url: str) -> None:
+    """Refuse one ``protocol://...`` part of ``url`` that fsspec cannot open or that carries
+    credentials its filesystem never reads."""
+    if "://" not in part:
+        return
+    protocol = part.split("://", 1)[0].lower()
+    if protocol not in fsspec.available_protocols() and protocol not in fsspec.registry:
+        raise UrlError(
+            f"{redact_url(url)!r}: unknown protocol {protocol!r}; slipstream reads local "
+            f"paths and the URLs fsspec knows (s3://, gs://, hf://, https://, ...; "
+            f"`python -c 'import fsspec; print(fsspec.available_protocols())'` lists them)")
+    if protocol in _NO_URL_CREDENTIALS and has_userinfo(part):
+        raise UrlError(
+            f"{redact_url(url)!r}: credentials inside a {protocol}:// URL are not used (they "
+            f"would be read as part of the bucket name). Remove them from the URL and pass "
+            f"them as storage options (key=..., secret=...; --storage-option on the command "
+            f"line), or through the environment or a profile")
 
 
 @dataclass
@@ -42,6 +58,8 @@ class Location:
     @classmethod
     def parse(cls, url: str, storage_options: Mapping[str, Any] | None = None) -> Location:
         options = dict(storage_options or {})
+        for part in str(url).split("::"):  # chained URLs: simplecache::s3://...
+            _check_url_part(part, str(url))
         try:
             fs, path = fsspec.core.url_to_fs(str(url), **options)
         except ImportError as exc:
@@ -75,3 +93,6 @@ class Location:
     def describe(self) -> str:
         """The location for messages and cache metadata: absolute if local, no credentials."""
         return self.path if self.is_local else redact_url(self.url)
+
+    def __repr__(self) -> str:
+        return f"Location({self.describe()!r})"

@@ -13,13 +13,15 @@ import hashlib
 import mmap
 import os
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import CacheCorruptError
-from .layout import FileLedger, array_metadata
+from ..errors import CacheCorruptError, CacheError
+from ._regular import open_regular, read_regular
+from .layout import CHECKSUM, FileLedger, array_metadata
 
 __all__ = [
     "DEFAULT_HEAP_CHUNK_BYTES",
@@ -165,7 +167,7 @@ def map_with_stamp(path: Path) -> tuple[np.ndarray, tuple[int, int, int]]:
                              ctypes.c_int, ctypes.c_long]
         lib.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
         _libc = lib
-    fd = os.open(path, os.O_RDONLY)
+    fd = open_regular(path)
     try:
         st = os.fstat(fd)
         size = st.st_size
@@ -217,7 +219,9 @@ def array_meta(array_dir: Path) -> tuple[int, int, np.dtype[Any]]:
 
     where = array_dir / "zarr.json"
     try:
-        meta = json.loads(where.read_bytes())
+        meta = json.loads(read_regular(where))
+    except CacheError:
+        raise  # not a regular file, or not readable by this user: named as such
     except (OSError, ValueError, RecursionError) as exc:
         raise _damaged(f"{where} is missing or not JSON ({type(exc).__name__}: {exc})") from exc
     try:
@@ -245,10 +249,13 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def read_array(array_dir: Path, dtype: Any = None) -> np.ndarray:
+def read_array(array_dir: Path, dtype: Any = None,
+               checksums: Mapping[Path, str] | None = None) -> np.ndarray:
     """Read a whole (small) array into memory; ``dtype``, when given, is the one it must
     have. Every chunk file must be there and hold its values: what the metadata claims
-    is checked against the files before anything is allocated."""
+    is checked against the files before anything is allocated. A chunk whose path is in
+    ``checksums`` (the manifest's digests) must match it: small arrays are read whole
+    anyway, so checking them costs one hash of bytes already in hand."""
     length, chunk, found = array_meta(array_dir)
     if dtype is not None and found != np.dtype(dtype).newbyteorder("<"):
         raise _damaged(f"{array_dir}/zarr.json: data type {found}, expected {np.dtype(dtype)}")
@@ -257,13 +264,27 @@ def read_array(array_dir: Path, dtype: Any = None) -> np.ndarray:
         path = _chunk_path(array_dir, c)
         need = min(chunk, length - start)
         try:
-            size = os.stat(path).st_size
-            if size < need * found.itemsize:
-                raise _damaged(f"{path} holds {size // found.itemsize} values, expected {need}")
-            parts.append(np.fromfile(path, dtype=found, count=need))
+            data = read_regular(path, limit=chunk * found.itemsize)
+            if len(data) < need * found.itemsize:
+                raise _damaged(f"{path} holds {len(data) // found.itemsize} values, "
+                               f"expected {need}")
+        except CacheError:
+            raise
         except OSError as exc:  # a missing chunk is damage: writers write them all
             raise _damaged(f"{path}: chunk {c} of {array_dir} is unreadable ({exc})") from exc
+        expected = checksums.get(path) if checksums is not None else None
+        if expected is not None and hashlib.new(CHECKSUM, data).hexdigest() != expected:
+            raise checksum_mismatch(path)
+        parts.append(np.frombuffer(data, dtype=found, count=need))
     return np.concatenate(parts) if parts else np.zeros(0, found)
+
+
+def checksum_mismatch(path: Path) -> CacheCorruptError:
+    return CacheCorruptError(
+        f"{path} does not match its {CHECKSUM} in the cache's manifest: its bytes changed "
+        f"after the build (a bit flipped on disk or in transit, or the file was edited). "
+        f"Nothing from it was used. Run `slipstream verify` on the cache, then delete it and "
+        f"build (or pull) it again")
 
 
 def _check_extents(array_dir: Path, offsets: np.ndarray, sizes: np.ndarray, length: int) -> None:
@@ -297,11 +318,15 @@ class ByteHeap:
         self._views: list[np.ndarray] = []
         #: each chunk file's identity when it was mapped: see :meth:`changed_chunks`
         self._stamps: list[tuple[int, int, int] | None] = []
+        #: which chunks' mapped bytes were hashed against the manifest (:meth:`verify_chunk`)
+        self._verified: list[bool] = []
         for c in range(n_chunks):  # stops at the first missing chunk: bounded by the files
             path = _chunk_path(array_dir, c)
             try:
                 view, stamp = map_with_stamp(path)
                 self._stamps.append(stamp)
+            except CacheError:
+                raise
             except OSError as exc:
                 raise _damaged(f"{path}: chunk {c} of the heap is unreadable ({exc})") from exc
             if len(view) < min(self.chunk_bytes, self.length - c * self.chunk_bytes):
@@ -310,6 +335,7 @@ class ByteHeap:
                     f"run `slipstream verify` and rebuild it"
                 )
             self._views.append(view)
+            self._verified.append(False)
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -336,6 +362,27 @@ class ByteHeap:
     def chunk_path(self, c: int) -> Path:
         return _chunk_path(self.array_dir, c)
 
+    def chunks_of(self, indices: np.ndarray) -> list[int]:
+        """The chunks holding values ``indices`` (sorted, each once)."""
+        if not len(indices) or not self._views:
+            return []
+        first = self.offsets[indices] // self.chunk_bytes
+        last = (self.offsets[indices] + np.maximum(self.sizes[indices], 1) - 1) // self.chunk_bytes
+        chunks: list[int] = np.unique(np.concatenate([first, last])).tolist()
+        return chunks
+
+    def unverified_chunks(self, indices: np.ndarray) -> list[int]:
+        """The chunks holding ``indices`` whose bytes were not yet hashed."""
+        return [c for c in self.chunks_of(indices) if not self._verified[c]]
+
+    def verify_chunk(self, c: int, expected: str) -> None:
+        """Hash chunk ``c`` as mapped (the very bytes decoders read) and compare it with
+        the manifest's digest ``expected``; raise :class:`CacheCorruptError` naming the
+        file if they differ. ``hashlib`` releases the GIL while it hashes."""
+        if hashlib.new(CHECKSUM, self._views[c].data).hexdigest() != expected:
+            raise checksum_mismatch(self.chunk_path(c))
+        self._verified[c] = True
+
     def changed_chunks(self, indices: np.ndarray) -> list[int]:
         """The chunk files holding values ``indices`` that were changed in place (same
         inode, other size or mtime) since they were mapped, so the map may show other
@@ -343,10 +390,8 @@ class ByteHeap:
         whose bytes nobody can write any more. One ``stat`` per chunk touched."""
         if not len(indices) or not self._stamps:
             return []
-        first = self.offsets[indices] // self.chunk_bytes
-        last = (self.offsets[indices] + np.maximum(self.sizes[indices], 1) - 1) // self.chunk_bytes
         changed = []
-        for c in np.unique(np.concatenate([first, last])).tolist():
+        for c in self.chunks_of(indices):
             stamp = self._stamps[c]
             if stamp is None:
                 continue
@@ -363,6 +408,7 @@ class ByteHeap:
     def accept_chunk(self, c: int) -> None:
         """Take chunk ``c``'s current stamp as its own (its content was checked unchanged)."""
         self._stamps[c] = file_stamp(self.chunk_path(c))
+        self._verified[c] = False  # the map may show the rewrite: hash it again
 
     def close(self) -> None:
         """Drop the maps; each is unmapped once no view handed out refers to it."""

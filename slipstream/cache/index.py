@@ -62,8 +62,10 @@ class FieldIndex:
                 f"{list(cache.index_names)}); create one with write_index(cache, fields=[{field!r}])"
             )
         dtype = np.float64 if cache.field(field).kind is FieldKind.FLOAT else np.int64
-        index = cls(field, read_array(d / "values", dtype), read_array(d / "offsets", np.int64),
-                    read_array(d / "samples", np.int64))
+        sums = cache.checksums
+        index = cls(field, read_array(d / "values", dtype, sums),
+                    read_array(d / "offsets", np.int64, sums),
+                    read_array(d / "samples", np.int64, sums))
         index._check(d, len(cache))
         return index
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CacheCorruptError, CacheFormatError, CacheNotFoundError
+from ..errors import CacheCorruptError, CacheError, CacheFormatError, CacheNotFoundError
+from ._regular import read_regular
 from .manifest import ATTRS_KEY, MANIFEST_NAME, decode_root, group_metadata, is_complete
 from .manifest import write_root as write_root_metadata
 
@@ -75,9 +76,11 @@ def read_attrs(cache_dir: Path) -> dict[str, Any]:
     """The slipstream attributes of a cache, checked for a format version we can read."""
     meta_path = cache_dir / MANIFEST_NAME
     try:
-        attrs = decode_root(meta_path.read_bytes())
+        attrs = decode_root(read_regular(meta_path))
     except FileNotFoundError as exc:
         raise CacheNotFoundError(f"{cache_dir} is not a slipstream cache: no zarr.json") from exc
+    except CacheError:
+        raise
     except (OSError, ValueError, RecursionError) as exc:
         raise CacheCorruptError(f"{meta_path} is not readable JSON ({type(exc).__name__}: "
                                 f"{exc}); rebuild the cache") from exc
@@ -153,6 +156,11 @@ def check_attrs(cache_dir: Path, attrs: Mapping[str, Any]) -> None:
         if not isinstance(entries, list) or not all(
                 isinstance(e, str) and valid(e) for e in entries):
             raise bad(f"{list_key} {entries!r:.80} lists something that is not in the cache")
+    skipped = attrs.get("skipped", [])
+    if not isinstance(skipped, list) or not all(
+            isinstance(e, dict) and _is_count(e.get("index")) and isinstance(e.get("error"), str)
+            for e in skipped):
+        raise bad(f"skipped {skipped!r:.80} is not a list of {{'index': int, 'error': str}}")
     problem = manifest_problem(attrs["files"])
     if problem:
         raise bad(problem)
@@ -172,6 +180,10 @@ def manifest_problem(files: Mapping[str, Any]) -> str | None:
             return (f"the manifest entry of {rel!r} is {entry!r:.80}, expected "
                     f"{{'size': int >= 0, {CHECKSUM!r}: str}}")
     return None
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _is_name(part: str) -> bool:

@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..errors import CacheCorruptError
+from ._regular import read_regular
+
 __all__ = ["MANIFEST_NAME", "ATTRS_KEY", "group_metadata", "encode_root", "decode_root",
            "parse_committed", "is_complete", "write_root"]
 
@@ -60,8 +63,8 @@ def is_complete(path: str | os.PathLike[str]) -> bool:
     """A cache directory is complete once its root metadata, with the manifest, exists
     (it is written last)."""
     try:
-        data = (Path(path) / MANIFEST_NAME).read_bytes()
-    except OSError:
+        data = read_regular(Path(path) / MANIFEST_NAME)
+    except (OSError, CacheCorruptError):
         return False
     return parse_committed(data) is not None
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,13 +22,21 @@ if TYPE_CHECKING:
 __all__ = ["Cache", "ImageColumn", "HeapColumn", "DerivedImageColumn"]
 
 
-class HeapColumn:
-    """A bytes or str field: one memory-mapped heap."""
+#: ``0`` turns off hashing each heap chunk the first time a batch touches it (see
+#: :meth:`Cache.check_unchanged` and docs/reliability.md); unset or ``1``: on.
+CHECK_CHUNKS_ENV = "SLIPSTREAM_CHECK_CHUNKS"
 
-    def __init__(self, field_dir: Path, kind: FieldKind) -> None:
+
+class HeapColumn:
+    """A bytes or str field: one memory-mapped heap. ``checksums`` (the manifest's digests
+    by path) are checked for the arrays read whole (offsets, sizes, ...)."""
+
+    def __init__(self, field_dir: Path, kind: FieldKind,
+                 checksums: Mapping[Path, str] | None = None) -> None:
         self.kind = kind
-        self.heap = ByteHeap(field_dir / "heap", read_array(field_dir / "offsets", np.uint64),
-                             read_array(field_dir / "sizes", np.uint32))
+        self.heap = ByteHeap(field_dir / "heap",
+                             read_array(field_dir / "offsets", np.uint64, checksums),
+                             read_array(field_dir / "sizes", np.uint32, checksums))
 
     def __len__(self) -> int:
         return len(self.heap)
@@ -63,11 +73,11 @@ class HeapColumn:
 class ImageColumn(HeapColumn):
     """An image field: its heap plus per-image height, width and codec."""
 
-    def __init__(self, field_dir: Path) -> None:
-        super().__init__(field_dir, FieldKind.IMAGE)
-        self.heights = read_array(field_dir / "heights", np.uint32)
-        self.widths = read_array(field_dir / "widths", np.uint32)
-        self.codecs = read_array(field_dir / "codecs", np.uint8)
+    def __init__(self, field_dir: Path, checksums: Mapping[Path, str] | None = None) -> None:
+        super().__init__(field_dir, FieldKind.IMAGE, checksums)
+        self.heights = read_array(field_dir / "heights", np.uint32, checksums)
+        self.widths = read_array(field_dir / "widths", np.uint32, checksums)
+        self.codecs = read_array(field_dir / "codecs", np.uint8, checksums)
         _check_image_table(field_dir, self.heights, self.widths, self.codecs, len(self))
 
     def value(self, i: int) -> Any:
@@ -104,8 +114,9 @@ class DerivedImageColumn(HeapColumn):
     """A derived format of an image field (``FIELD/FORMAT/``): its own heap, the field's
     heights and widths, and one codec for every image."""
 
-    def __init__(self, field_dir: Path, base: ImageColumn, codec: int) -> None:
-        super().__init__(field_dir, FieldKind.IMAGE)
+    def __init__(self, field_dir: Path, base: ImageColumn, codec: int,
+                 checksums: Mapping[Path, str] | None = None) -> None:
+        super().__init__(field_dir, FieldKind.IMAGE, checksums)
         if len(self) != len(base):
             raise CacheCorruptError(
                 f"{field_dir}: {len(self)} images, but {len(base)} in {field_dir.parent}; the "
@@ -123,6 +134,11 @@ class Cache:
 
     Numeric fields are loaded into memory; byte heaps are memory-mapped, and
     :meth:`ImageColumn.gather` hands out views into the maps with no per-sample copy.
+
+    Integrity: every array read whole (numeric fields, offsets, sizes, image tables) is
+    checked against the manifest's checksum when its column is opened, and each heap
+    chunk is hashed the first time :meth:`check_unchanged` sees a batch touch it; a
+    mismatch is a :class:`CacheCorruptError` naming the file.
     """
 
     def __init__(self, path: str | os.PathLike[str], *,
@@ -139,6 +155,15 @@ class Cache:
         self.fields = tuple(Field.from_json(f) for f in self.attrs["fields"])
         self.image_format: str = self.attrs.get("image_format", "jpeg")
         self._columns: dict[str, Any] = {}
+        self._digests: dict[Path, str] | None = None
+
+    @property
+    def checksums(self) -> dict[Path, str]:
+        """The manifest's digest of every file, by absolute path."""
+        if self._digests is None:
+            self._digests = {self.path / rel: entry[CHECKSUM]
+                             for rel, entry in self.attrs["files"].items()}
+        return self._digests
 
     # -- structure ------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -162,6 +187,12 @@ class Cache:
     def source(self) -> dict[str, Any]:
         return dict(self.attrs.get("source", {}))
 
+    @property
+    def skipped(self) -> list[dict[str, Any]]:
+        """The source's samples a build with ``on_error="skip"`` left out: ``{"index":
+        source index, "error": why}`` each (empty for a complete cache)."""
+        return [dict(e) for e in self.attrs.get("skipped", ())]
+
     # -- columns --------------------------------------------------------------------------
     def column(self, name: str) -> Any:
         """A field's column: an ndarray (numbers), :class:`HeapColumn` or :class:`ImageColumn`."""
@@ -170,11 +201,12 @@ class Cache:
             f = self.field(name)
             d = self.path / name
             if f.kind is FieldKind.IMAGE:
-                col = ImageColumn(d)
+                col = ImageColumn(d, self.checksums)
             elif f.kind in (FieldKind.STR, FieldKind.BYTES):
-                col = HeapColumn(d, f.kind)
+                col = HeapColumn(d, f.kind, self.checksums)
             else:
-                col = read_array(d, np.float64 if f.kind is FieldKind.FLOAT else np.int64)
+                col = read_array(d, np.float64 if f.kind is FieldKind.FLOAT else np.int64,
+                                 self.checksums)
                 col.flags.writeable = False
             if len(col) != self.num_samples:
                 raise CacheError(f"{d}: {len(col)} values, expected {self.num_samples}")
@@ -202,7 +234,7 @@ class Cache:
                     f"{list(self.image_formats)}); derive them with "
                     f"SlipstreamDataset.build_cache(image_format={image_format!r})")
             col = DerivedImageColumn(self.path / name / image_format, self.column(name),
-                                     Codec.YUV420)
+                                     Codec.YUV420, self.checksums)
             self._columns[key] = col
         return col
 
@@ -229,10 +261,16 @@ class Cache:
         or pulls a fresh one, and raises. A reader racing a truncation can still be
         killed by SIGBUS between this check and its read; the check narrows that window
         to one batch.
+
+        Each chunk holding ``indices`` is also hashed the first time it is touched (as
+        mapped: the bytes decoders will read), in parallel threads, and compared with
+        the manifest, so that a bit flipped at rest never reaches a model; see
+        docs/reliability.md for the cost. ``SLIPSTREAM_CHECK_CHUNKS=0`` turns that off.
         """
         from .verify import file_digest
 
         heap = column.heap
+        self._verify_chunks(heap, indices)
         for c in heap.changed_chunks(indices):
             path = heap.chunk_path(c)
             rel = path.relative_to(self.path).as_posix()
@@ -252,6 +290,23 @@ class Cache:
                 f"{path} changed while it was being read (it no longer matches the cache's "
                 f"manifest): something rewrote the cache in place, which slipstream never "
                 f"does. {then}")
+
+    def _verify_chunks(self, heap: Any, indices: np.ndarray) -> None:
+        if os.environ.get(CHECK_CHUNKS_ENV, "1") == "0":
+            return
+        todo = heap.unverified_chunks(indices)
+        if not todo:
+            return
+        digests = self.checksums
+        jobs = [(c, digests.get(heap.chunk_path(c))) for c in todo]
+        jobs = [(c, d) for c, d in jobs if d is not None]
+        if len(jobs) == 1:
+            heap.verify_chunk(*jobs[0])
+            return
+        with cf.ThreadPoolExecutor(min(len(jobs), os.cpu_count() or 1),
+                                   thread_name_prefix="slipstream-verify") as pool:
+            for future in [pool.submit(heap.verify_chunk, c, d) for c, d in jobs]:
+                future.result()
 
     def _move_aside(self) -> Path | None:
         """Move this cache out of its store's view (None if it cannot be moved)."""
@@ -280,6 +335,7 @@ class Cache:
     def refresh(self) -> None:
         """Re-read the root metadata (after ``write_index`` by this or another process)."""
         self.attrs = read_manifest(self.path)
+        self._digests = None
 
     def index(self, field: str) -> FieldIndex:
         from .index import FieldIndex
@@ -329,6 +385,7 @@ class Cache:
             "fields": {f.name: f.kind.value for f in self.fields},
             "images": images,
             "indexes": list(self.index_names),
+            "skipped": self.skipped,
             "files": len(self.manifest["files"]),
             "size_bytes": self.size_bytes(),
             "source": self.source,

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._progress import progress_bar
+from ..errors import CacheError
+from ._regular import open_regular
 from .layout import CHECKSUM, MANIFEST_NAME, read_manifest
 
 __all__ = ["VerifyReport", "verify_cache"]
@@ -29,9 +31,12 @@ class VerifyReport:
 
 
 def file_digest(path: Path) -> tuple[int, str]:
+    """``(size, digest)`` of the regular file ``path``; anything else at the path (a
+    FIFO, a device, a directory) or a file this user may not read raises a
+    :class:`~slipstream.errors.CacheError` naming it (see :func:`open_regular`)."""
     h = hashlib.new(CHECKSUM)
     size = 0
-    with open(path, "rb") as f:
+    with open(open_regular(path), "rb") as f:
         while block := f.read(_BLOCK):
             h.update(block)
             size += len(block)
@@ -53,6 +58,12 @@ def verify_cache(path: str | Path, progress: bool = False) -> VerifyReport:
             except FileNotFoundError:
                 report.problems.append(f"{rel}: missing")
                 continue
+            except CacheError as exc:  # not a regular file, or not readable by this user
+                report.problems.append(f"{rel}: {exc}")
+                continue
+            except OSError as exc:
+                report.problems.append(f"{rel}: cannot be read ({exc})")
+                continue
             report.files_checked += 1
             report.bytes_checked += size
             bar.update(size)
@@ -63,6 +74,7 @@ def verify_cache(path: str | Path, progress: bool = False) -> VerifyReport:
     listed = set(files) | {MANIFEST_NAME}
     for p in sorted(path.rglob("*")):
         rel = p.relative_to(path).as_posix()
-        if p.is_file() and rel not in listed and not p.name.startswith("."):
-            report.problems.append(f"{rel}: not listed in the manifest")
+        if rel in listed or p.name.startswith(".") or p.is_dir():
+            continue
+        report.problems.append(f"{rel}: not listed in the manifest")
     return report

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import MissingDependencyError
 from . import _tj3
+from .jpeg_frame import read_frame, undecodable_reason
 from .turbo import _INSTALL_HINT, TURBOJPEG_LIB_ENV
 
 __all__ = ["JpegHeader", "TurboDecoder", "JpegDecodeError", "scaled_size", "library",
@@ -205,6 +206,17 @@ def _raise_unless_ok(what: str, code: int, message: bytes) -> None:
     raise JpegDecodeError(f"{what}: {msg}")
 
 
+def refuse_undecodable(data: np.ndarray | bytes) -> None:
+    """Raise :class:`JpegDecodeError` for a JPEG the build would have refused (lossless,
+    12-bit, ...): a libjpeg-turbo that decodes lossless JPEGs ignores the DCT scaling
+    factor for them and writes past the buffer, so such bytes (in a cache built before
+    the build refused them, or a hostile one) never reach the library."""
+    frame = read_frame(data.data if isinstance(data, np.ndarray) else data)
+    reason = undecodable_reason(frame) if frame is not None else None
+    if reason:
+        raise JpegDecodeError(f"refused before decoding: {reason}")
+
+
 class TurboDecoder:
     """One TurboJPEG decompressor handle (two with the 3.x API). Not thread-safe: one per
     thread."""
@@ -251,6 +263,7 @@ class TurboDecoder:
         pitch = out.strides[0]
         if out.strides[1] != 3 or out.strides[2] != 1:
             raise ValueError("decode_rgb needs pixel-contiguous rows")
+        refuse_undecodable(data)
         rc = self._lib.tjDecompress2(
             self._handle, data.ctypes.data, data.nbytes, out.ctypes.data, w, pitch, h,
             TJPF_RGB, self.flags | (FAST_FLAGS if fast else 0),
@@ -275,6 +288,7 @@ class TurboDecoder:
         the region decodes without error.
         """
         top, left, h, w = region
+        refuse_undecodable(data)
         if self._handle3 is None:
             self._open3()
         sh, sw, imcu = self._header3(data, denom)

@@ -13,7 +13,7 @@ import ctypes
 
 import numpy as np
 
-from .libturbojpeg import library
+from .libturbojpeg import library, refuse_undecodable
 from .pixels import antialiased_resize
 
 __all__ = ["yuv420_size", "jpeg_to_yuv420", "rgb_to_yuv420", "yuv420_crop_resize_into",
@@ -63,6 +63,7 @@ def rgb_to_yuv420(rgb: np.ndarray) -> np.ndarray:
 
 def jpeg_to_yuv420(turbo, data: np.ndarray) -> np.ndarray:  # turbo: TurboDecoder
     """The JPEG's own YCbCr planes (4:2:0 as stored; other subsamplings resampled)."""
+    refuse_undecodable(data)  # lossless, 12-bit: never handed to the library
     hdr = turbo.header(data)
     h, w, samp = hdr.height, hdr.width, hdr.subsampling
     if samp == _TJSAMP_420:

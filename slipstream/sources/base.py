@@ -7,7 +7,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import functools
+
 from .._parallel import bounded_map
+from ..errors import SampleError
 from ..location import Location
 from ..schema import Field, Sample
 
@@ -28,6 +31,17 @@ class Detection:
     @classmethod
     def no(cls, reason: str) -> Detection:
         return cls(False, reason)
+
+
+def _read_indexed(source: Source, index: int) -> Sample:
+    """``source.read(index)``; a :class:`SampleError` that names no index gets ``index``,
+    so that a build with ``on_error="skip"`` knows which sample to leave out."""
+    try:
+        return source.read(index)
+    except SampleError as exc:
+        if exc.index is None:
+            exc.index = index
+        raise
 
 
 class Source(abc.ABC):
@@ -91,7 +105,8 @@ class Source(abc.ABC):
     ) -> Iterator[tuple[int, Sample]]:
         """Yield ``(index, sample)`` pairs, reading up to ``num_threads`` samples at once."""
         wanted = range(len(self)) if indices is None else indices
-        yield from bounded_map(self.read, wanted, threads=num_threads, window=num_threads * 4,
+        yield from bounded_map(functools.partial(_read_indexed, self), wanted,
+                               threads=num_threads, window=num_threads * 4,
                                thread_name="slipstream-read")
 
     def close(self) -> None:

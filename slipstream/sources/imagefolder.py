@@ -6,12 +6,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from .._redact import redact_url
 from ..errors import SampleError, SourceNotFoundError
 from ..hookspecs import hookimpl
 from ..location import Location
 from ..schema import Field, FieldKind, Sample
 from ._fsinfo import version_tag
-from ._imagefolder_layout import FolderLayout, is_image_name
+from ._imagefolder_layout import IMAGE_EXTENSIONS, FolderLayout, display_name, is_image_name
 from .base import Detection, Source
 
 __all__ = ["ImageFolderSource"]
@@ -22,8 +23,15 @@ _PROBE_CLASSES = 8
 class ImageFolderSource(Source):
     """Class folders → integer labels (sorted names), with ``image``, ``label`` and ``path``.
 
-    ``path`` is the image's path relative to the root, ``CLASS/NAME.jpg``. The class
-    names are in :attr:`classes`.
+    ``path`` is the image's path relative to the root, ``CLASS/NAME.jpg`` (a name that is
+    not valid UTF-8 has its undecodable bytes written as ``\\xNN``). The class names are
+    in :attr:`classes`.
+
+    Every first-level directory is a class, as in torchvision's ``ImageFolder`` (a hidden
+    one, like ``.ipynb_checkpoints``, only if it holds images). A class directory with no
+    image is refused by name (torchvision refuses it too: dropping it would shift every
+    later class's label); with ``allow_empty_classes=True`` it keeps its label and has no
+    samples (torchvision's ``allow_empty=True``).
     """
 
     name = "imagefolder"
@@ -35,10 +43,21 @@ class ImageFolderSource(Source):
         Field("path", FieldKind.STR),
     )
 
-    def __init__(self, location: Location, **options: Any) -> None:
+    def __init__(self, location: Location, *, allow_empty_classes: bool = False,
+                 **options: Any) -> None:
         super().__init__(location, **options)
         entries = _list_files(location)
-        self._layout = FolderLayout.from_relpaths(entries)
+        self._layout = FolderLayout.from_relpaths(entries, _class_dirs(location))
+        empty = self._layout.empty_classes
+        if empty and not allow_empty_classes:
+            names = ", ".join(repr(display_name(c)) for c in empty[:5])
+            more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
+            raise SourceNotFoundError(
+                f"{location.describe()}: class folder(s) {names}{more} hold no image file "
+                f"(extensions {', '.join(IMAGE_EXTENSIONS)}). Dropping a class would shift "
+                f"every later class's label (torchvision's ImageFolder refuses this too): "
+                f"add images, remove the folder, or pass allow_empty_classes=True to keep "
+                f"it as a class with no samples")
         self._versions = [entries[p] for p in self._layout.relpaths]
         self.classes = self._layout.classes
 
@@ -65,15 +84,22 @@ class ImageFolderSource(Source):
         return len(self._layout)
 
     def fingerprint(self) -> Any:
-        return {
+        out: dict[str, Any] = {
             "files": [[p, v] for p, v in zip(self._layout.relpaths, self._versions)],
         }
+        if self._layout.empty_classes:  # they move labels: part of the data's identity
+            out["classes"] = list(self.classes)
+        return out
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "classes": list(self.classes)}
+        return {**super().describe(), "classes": [display_name(c) for c in self.classes]}
 
     def sample_name(self, index: int) -> str:
-        return self.location.child(self._layout.relpaths[index])
+        return self._shown(self.location.child(self._layout.relpaths[index]))
+
+    def _shown(self, path: str) -> str:
+        """``path`` for messages: printable, and without credentials (a remote URL's)."""
+        return display_name(path) if self.location.is_local else redact_url(display_name(path))
 
     def read(self, index: int) -> Sample:
         relpath = self._layout.relpaths[index]
@@ -85,8 +111,11 @@ class ImageFolderSource(Source):
             else:
                 data = self.location.fs.cat_file(full)
         except OSError as exc:
-            raise SampleError(f"{full}: cannot read image ({exc})", index=index, path=full) from exc
-        return {"image": data, "label": self._layout.labels[index], "path": relpath}
+            name = self._shown(full)
+            raise SampleError(f"{name}: cannot read image ({self._shown(str(exc))})",
+                              index=index, path=name) from exc
+        return {"image": data, "label": self._layout.labels[index],
+                "path": display_name(relpath)}
 
 
 def _list_files(location: Location) -> dict[str, str]:
@@ -103,6 +132,18 @@ def _list_files(location: Location) -> dict[str, str]:
         for name, entry in found.items()
         if entry.get("type") != "directory"
     }
+
+
+def _class_dirs(location: Location) -> list[str]:
+    """The first-level directories that are not hidden: the classes."""
+    if location.is_local:
+        with os.scandir(location.path) as it:
+            return [e.name for e in it
+                    if not e.name.startswith(".") and e.is_dir(follow_symlinks=True)]
+    root = location.path.rstrip("/")
+    return [e["name"].rstrip("/").rsplit("/", 1)[-1] for e in location.fs.ls(root, detail=True)
+            if e.get("type") == "directory"
+            and not e["name"].rstrip("/").rsplit("/", 1)[-1].startswith(".")]
 
 
 def _list_local(root: str) -> dict[str, str]:

@@ -19,7 +19,7 @@ from slipstream.cli import main as cli_main
 from slipstream.errors import CacheFormatError, CacheNotFoundError
 from slipstream.stores import LocalStore
 
-from ..helpers import SLOW_IMAGEFOLDER_READS, folder_expectation, sigkill
+from ..helpers import SLOW_IMAGEFOLDER_READS, folder_expectation, rewrite_cache_file, sigkill
 
 # Builds in a child process with slow reads, so the parent can kill it mid-build.
 _SLOW_BUILD = SLOW_IMAGEFOLDER_READS + textwrap.dedent("""
@@ -182,15 +182,139 @@ def test_image_tables_no_build_writes_are_refused_on_open(image_folder, cache_ro
     from slipstream.errors import CacheCorruptError
 
     cache = SlipstreamDataset(image_folder, cache_dir=cache_root).build_cache(progress=False)
-    chunk = cache.path / "image" / array / "c" / "0"
+    rel = f"image/{array}/c/0"
     dtype = {"heights": "<u4", "codecs": "u1"}[array]
-    values = np.fromfile(chunk, dtype=dtype)
+    values = np.fromfile(cache.path / rel, dtype=dtype)
     values[3] = value
-    values.tofile(chunk)
+    rewrite_cache_file(cache.path, rel, values.tobytes())
     if array == "heights":  # make it also wide, so the pixel count is beyond the limit
-        widths = cache.path / "image" / "widths" / "c" / "0"
-        w = np.fromfile(widths, dtype="<u4")
+        w = np.fromfile(cache.path / "image/widths/c/0", dtype="<u4")
         w[3] = 60000
-        w.tofile(widths)
+        rewrite_cache_file(cache.path, "image/widths/c/0", w.tobytes())
     with pytest.raises(CacheCorruptError, match=match):
         Cache(cache.path).column("image")
+
+
+# -- a bit flipped at rest is caught before it trains a model --------------------------------
+def _flip_bit(path, at):
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def _one_epoch(cache):
+    from slipstream import DecodeCenterCrop, SlipstreamLoader, ToTorchImage
+
+    loader = SlipstreamLoader(cache, batch_size=4, shuffle=False, seed=0, num_threads=2,
+                              pipelines={"image": [DecodeCenterCrop(16), ToTorchImage()]})
+    return [int(v) for b in loader for v in b["label"]]
+
+
+def test_a_flipped_bit_in_a_label_chunk_is_refused(image_folder, cache_root):
+    """Small columns are read whole at open: their checksum is checked then (before: the
+    flipped label was served)."""
+    from slipstream.errors import CacheCorruptError
+
+    path = SlipstreamDataset(image_folder, cache_dir=cache_root).build_cache(progress=False).path
+    _flip_bit(path / "label" / "c" / "0", 8 * 3)  # sample 3's label
+    with pytest.raises(CacheCorruptError, match=r"label/c/0 does not match its sha256") as err:
+        _one_epoch(Cache(path))
+    assert "slipstream verify" in str(err.value)
+
+
+def test_a_flipped_bit_in_an_image_chunk_is_refused_before_decoding(image_folder, cache_root):
+    """A heap chunk is hashed (as mapped) the first time a batch touches it. The bit is
+    flipped in the middle of an image's entropy-coded data, where a decoder would carry
+    on with wrong pixels; the loader refuses the chunk instead, naming the file."""
+    from slipstream.errors import CacheCorruptError
+
+    cache = SlipstreamDataset(image_folder, cache_dir=cache_root).build_cache(progress=False)
+    col = cache.column("image")
+    middle = int(col.heap.offsets[5]) + int(col.sizes[5]) // 2
+    path = cache.path
+    cache.close()
+    _flip_bit(path / "image" / "heap" / "c" / "0", middle)
+    with pytest.raises(CacheCorruptError, match=r"image/heap/c/0 does not match its sha256"):
+        _one_epoch(Cache(path))
+
+
+def test_chunk_hashing_can_be_turned_off(image_folder, cache_root, monkeypatch):
+    """``SLIPSTREAM_CHECK_CHUNKS=0`` skips the first-touch hash (the small columns are still
+    checked): the damaged image then reaches the decoder."""
+    path = SlipstreamDataset(image_folder, cache_dir=cache_root).build_cache(progress=False).path
+    want = _one_epoch(Cache(path))
+    _flip_bit(path / "image" / "heap" / "c" / "0", 1000)
+    monkeypatch.setenv("SLIPSTREAM_CHECK_CHUNKS", "0")
+    try:
+        assert _one_epoch(Cache(path)) == want
+    except Exception as exc:  # the flipped bit may also break the JPEG: a SampleError
+        from slipstream.errors import SampleError
+
+        assert isinstance(exc, SampleError), exc
+
+
+_HOLD_LOCK_AND_STOP = textwrap.dedent("""
+    import os, signal, sys
+    from slipstream._filelock import FileLock
+    lock = FileLock(sys.argv[1])
+    lock.acquire()
+    print("held", flush=True)
+    os.kill(os.getpid(), signal.SIGSTOP)  # a builder suspended (Ctrl-Z) while holding it
+""")
+
+
+def test_a_builder_waiting_on_a_stopped_builder_says_who_holds_the_lock(image_folder,
+                                                                        cache_root, caplog):
+    import logging
+    import socket
+
+    from slipstream.errors import CacheError
+
+    ds = SlipstreamDataset(image_folder, cache_dir=cache_root)
+    lock_path = ds.store.tmp_root / f"{ds.cache_key()}.build-lock"
+    lock_path.parent.mkdir(parents=True)
+    child = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK_AND_STOP, str(lock_path)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        from slipstream._filelock import _process_state
+        from slipstream.cache import build_cache
+
+        deadline = time.monotonic() + 30
+        while _process_state(child.pid) != "T":  # it stops itself just after printing
+            assert time.monotonic() < deadline, "the child never stopped"
+            time.sleep(0.01)
+
+        with caplog.at_level(logging.WARNING, logger="slipstream.lock"), \
+                pytest.raises(CacheError, match="timed out") as err:
+            build_cache(ds.source, ds.store, progress=False, lock_timeout=1.0)
+        holder = f"pid {child.pid} on host {socket.gethostname()} (stopped"
+        assert holder in str(err.value)
+        # said when the wait began, not only at the timeout
+        assert f"waiting for {lock_path}, held by {holder}" in caplog.text
+    finally:
+        sigkill(child)
+
+
+@pytest.mark.parametrize("value", ["all of them", [{"index": -1, "error": "x"}], [3],
+                                   [{"index": 1}]])
+def test_a_skipped_list_no_build_writes_is_refused(image_folder, cache_root, value):
+    from slipstream.errors import CacheCorruptError
+
+    path = SlipstreamDataset(image_folder, cache_dir=cache_root).build_cache(progress=False).path
+    meta = json.loads((path / MANIFEST_NAME).read_text())
+    meta["attributes"]["slipstream"]["skipped"] = value
+    (path / MANIFEST_NAME).write_text(json.dumps(meta))
+    with pytest.raises(CacheCorruptError, match="skipped"):
+        Cache(path)
+
+
+def test_a_flipped_bit_in_an_index_is_refused(image_folder, cache_root):
+    from slipstream.cache import write_index
+    from slipstream.errors import CacheCorruptError
+
+    cache = SlipstreamDataset(image_folder, cache_dir=cache_root).build_cache(progress=False)
+    write_index(cache, fields=["label"])
+    _flip_bit(cache.path / "_indexes" / "label" / "samples" / "c" / "0", 8)
+    with pytest.raises(CacheCorruptError, match=r"_indexes/label/samples/c/0 does not match"):
+        Cache(cache.path).index("label")

@@ -130,7 +130,12 @@ def test_field_selection(image_folder, cache_root):
 def test_empty_folder_is_a_clear_error(tmp_path, cache_root):
     (tmp_path / "d" / "cls").mkdir(parents=True)
     (tmp_path / "d" / "cls" / "notes.txt").write_text("not an image")
-    ds = SlipstreamDataset(tmp_path / "d", source="imagefolder", cache_dir=cache_root)
+    from slipstream.errors import SourceNotFoundError
+
+    with pytest.raises(SourceNotFoundError, match="'cls' hold no image file"):
+        SlipstreamDataset(tmp_path / "d", source="imagefolder", cache_dir=cache_root)
+    ds = SlipstreamDataset(tmp_path / "d", source="imagefolder", cache_dir=cache_root,
+                           allow_empty_classes=True)
     with pytest.raises(ValueError, match="no samples"):
         ds.build_cache(progress=False)
     assert not any(cache_root.iterdir()) or not any((cache_root / ".tmp").glob("*.*.*"))
