@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
-
-import functools
 
 from .._parallel import bounded_map
 from ..errors import SampleError

@@ -277,8 +277,8 @@ def test_a_builder_waiting_on_a_stopped_builder_says_who_holds_the_lock(image_fo
                              stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "held"
+        from slipstream import build_cache
         from slipstream._filelock import _process_state
-        from slipstream.cache import build_cache
 
         deadline = time.monotonic() + 30
         while _process_state(child.pid) != "T":  # it stops itself just after printing

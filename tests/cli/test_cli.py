@@ -76,7 +76,7 @@ def test_storage_option_values(tmp_path):
 def test_build_on_error_skip_and_max_pixels_from_the_command_line(tmp_path):
     import shutil
 
-    from .hostile import HOSTILE_DIR
+    from ..hostile import HOSTILE_DIR
 
     root = tmp_path / "data" / "a"
     root.mkdir(parents=True)

@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, features
 
-from slipstream import DecodeOnly, SampleError, SlipstreamDataset, SlipstreamLoader
-from slipstream.cache import Codec, build_cache
+from slipstream import DecodeOnly, SampleError, SlipstreamDataset, SlipstreamLoader, build_cache
+from slipstream.cache import Codec
 from slipstream.decode.jpeg_frame import read_frame
 
 from ..helpers import rewrite_cache_file

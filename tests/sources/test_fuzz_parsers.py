@@ -673,7 +673,7 @@ def _jpeg_hot_offsets(data: bytes) -> list[int]:
 
 @pytest.fixture(scope="module")
 def image_seeds() -> list[Seed]:
-    from .hostile import hostile_files
+    from ..hostile import hostile_files
 
     return [Seed(name, data, _jpeg_hot_offsets(data) if name.endswith(".jpg") else range(64))
             for name, data in hostile_files().items()]
@@ -918,7 +918,7 @@ def _chunk(rel: str, fmt: str, *values: Any) -> Callable[[Path], None]:
     """Values written over a chunk, its manifest entry rewritten to match (a hostile cache:
     the checksums pass, the reader's checks of the values must not)."""
     def apply(root: Path) -> None:
-        from .helpers import rewrite_cache_file
+        from ..helpers import rewrite_cache_file
 
         data = bytearray((root / rel).read_bytes())
         _put(data, 0, fmt, *values)
