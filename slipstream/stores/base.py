@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .._redact import scrub
 from ..cache import manifest
 from ..location import Location, redact_url
 from ._retry import RetryPolicy
@@ -121,7 +122,7 @@ class CacheStore(abc.ABC):
 
     def scrub(self, text: str) -> str:
         """``text`` with credentials (in URLs and in the storage options) replaced by ``***``."""
-        return redact_url(text)
+        return scrub(text, self.location.storage_options)
 
     def local_path(self, key: str) -> Path:
         """The directory of cache ``key`` (only where :attr:`is_local`)."""

@@ -15,7 +15,6 @@ A filesystem with more to offer declares it and overrides the two write hooks:
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -38,7 +37,6 @@ __all__ = ["RemoteStore", "RemoteStoreError"]
 T = TypeVar("T")
 
 #: storage option names whose values are credentials: never shown.
-_SECRET_OPTION = re.compile(r"(secret|token|password|passwd|credential|key)", re.IGNORECASE)
 
 
 class RemoteStore(CacheStore):
@@ -60,12 +58,6 @@ class RemoteStore(CacheStore):
     def object_path(self, key: str, rel: str = "") -> str:
         """The fsspec path of ``rel`` inside cache ``key`` (the cache's prefix if empty)."""
         return self.location.child(f"{key}/{rel}" if rel else key)
-
-    def scrub(self, text: str) -> str:
-        text = super().scrub(text)
-        for value in _secret_values(self.location.storage_options):
-            text = text.replace(value, "***")
-        return text
 
     # -- running a filesystem call -----------------------------------------------------------
     def run_fs(self, timeout: float, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -246,13 +238,3 @@ def _modified(info: Mapping[str, Any]) -> float | None:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     return None
-
-
-def _secret_values(options: Mapping[str, Any]) -> list[str]:
-    out: list[str] = []
-    for name, value in options.items():
-        if isinstance(value, Mapping):
-            out.extend(_secret_values(value))
-        elif isinstance(value, str) and len(value) >= 4 and _SECRET_OPTION.search(str(name)):
-            out.append(value)
-    return sorted(out, key=len, reverse=True)
