@@ -676,16 +676,15 @@ def test_fast_decode_is_close_to_the_accurate_one():
 
     from PIL import Image as _Image
 
-    from slipstream.decode.pixels import ThreadState, crop_resize_into
+    from slipstream.decode.kernel import decode_sample
     from slipstream.sample_data import natural_image as _natural
 
     rgb = _natural(np.random.default_rng(4), 240, 320)
     buf = _io.BytesIO()
     _Image.fromarray(rgb).save(buf, "JPEG", quality=90)
     data = np.frombuffer(buf.getvalue(), np.uint8)
-    state = ThreadState()
     accurate, fast = np.empty((2, 96, 96, 3), np.uint8)
-    crop_resize_into(state, data, 0, 240, 320, (20, 30, 180, 200), accurate)
-    crop_resize_into(state, data, 0, 240, 320, (20, 30, 180, 200), fast, fast=True)
+    decode_sample(data, Codec.JPEG, 240, 320, [(20, 30, 180, 200)], 1, [accurate])
+    decode_sample(data, Codec.JPEG, 240, 320, [(20, 30, 180, 200)], 1, [fast], fast=True)
     err = np.abs(accurate.astype(int) - fast.astype(int))
     assert 0 < err.mean() <= 2.0

@@ -5,8 +5,8 @@ small generated ImageFolders, real decode threads."""
 from __future__ import annotations
 
 import gc
-
 import threading
+import time
 import weakref
 from pathlib import Path
 
@@ -64,6 +64,17 @@ def decode_threads():
                 if t not in before and t.name.startswith("slipstream-decode")]
 
     return started
+
+
+def decoding_stops(loader, timeout: float = 5.0) -> bool:
+    """Whether the loader's decode threads are (or soon become) idle: no slice queued or
+    running."""
+    deadline = time.monotonic() + timeout
+    while loader._pool is not None and not loader._pool.idle():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def epoch_indices(loader, index_of) -> list[np.ndarray]:
@@ -295,7 +306,7 @@ def test_worker_error_surfaces_as_sample_error(writable_folder, tmp_path, decode
     with pytest.raises(SampleError) as info:
         for batch in loader:
             good.append(batch["path"])
-    assert decode_threads() == []  # no thread left behind, right away
+    assert decoding_stops(loader)  # nothing left decoding, right away
     assert good == [paths[0:2], paths[2:4]]  # the batches before the bad one came through
     err = info.value
     assert err.index == 5 and err.path == bad
@@ -321,6 +332,8 @@ def test_transform_error_in_consumer_stops_the_decode_threads(cache, decode_thre
         for _ in loader:
             pass
     assert info.value is not None
+    assert decoding_stops(loader)
+    loader.close()  # the threads are the loader's: close() (or dropping it) stops them
     assert decode_threads() == []
 
 
@@ -330,7 +343,7 @@ def test_next_after_close_stops(cache, decode_threads):
     it = iter(loader)
     next(it)
     it.close()
-    assert decode_threads() == []
+    assert decoding_stops(loader)
     with pytest.raises(StopIteration):
         next(it)
 
@@ -359,13 +372,16 @@ def test_image_pipeline_must_start_with_a_decoder(cache, stages, match, decode_t
 
 
 # -- threads -----------------------------------------------------------------------------------
-def test_break_mid_epoch_leaves_no_decode_threads(cache, decode_threads):
+def test_break_mid_epoch_stops_decoding_and_dropping_the_loader_stops_its_threads(
+        cache, decode_threads):
     loader = SlipstreamLoader(cache, batch_size=2, shuffle=True, seed=0,
                               pipelines=crop_pipeline(), num_threads=3)
     for i, _ in enumerate(loader):
         assert decode_threads()  # decoding ahead while we consume
         if i == 1:
             break
+    assert decoding_stops(loader)
+    del loader
     assert decode_threads() == []
 
 
@@ -379,18 +395,63 @@ def test_deleting_loader_and_iterator_mid_epoch_leaves_no_decode_threads(cache, 
     assert decode_threads() == []
 
 
-def test_iterator_dropped_before_first_batch_leaves_no_threads(cache, decode_threads):
+def test_iterator_dropped_before_first_batch_stops_decoding(cache, decode_threads):
     loader = SlipstreamLoader(cache, batch_size=2, pipelines=crop_pipeline(), num_threads=2)
     it = iter(loader)  # decoding starts at once
     del it
+    assert decoding_stops(loader)
+    del loader
     assert decode_threads() == []
 
 
-def test_exhausted_epoch_leaves_no_decode_threads(cache, decode_threads):
+def test_decode_threads_live_as_long_as_the_loader(cache, decode_threads):
+    """Started once, kept from epoch to epoch, stopped when the loader goes."""
     loader = SlipstreamLoader(cache, batch_size=4, pipelines=crop_pipeline(), num_threads=2)
     it = iter(loader)
     assert len(list(it)) == len(loader)
-    assert decode_threads() == []  # even while the iterator object is still referenced
+    first = decode_threads()
+    assert len(first) == 2
+    assert len(list(loader)) == len(loader)
+    assert decode_threads() == first  # the same threads, not new ones
+    del it, loader
+    assert decode_threads() == []
+
+
+def test_next_epoch_is_decoding_before_this_one_ends(cache):
+    """The last batches of an epoch are consumed while the next epoch's first ones decode;
+    the next iteration starts from them."""
+    loader = SlipstreamLoader(cache, batch_size=4, seed=3, pipelines=crop_pipeline(),
+                              num_threads=2, prefetch=3)
+    assert len(list(loader)) == len(loader)
+    handover = loader._handover
+    assert handover is not None and handover.key[0] == 1 and handover.submitted == 2
+    jobs = [job for job, *_ in handover.inflight.values()]
+    it = iter(loader)
+    assert loader._handover is None
+    assert [it.inflight[b][0] for b in range(2)] == jobs  # adopted, not decoded again
+    del it
+
+
+@pytest.mark.parametrize("prefetch", [2, 3, 5])
+def test_epoch_boundary_prefetch_keeps_every_batch(cache, prefetch):
+    """Epochs run back to back (the next one's first batches decoding early) give exactly
+    the batches of epochs run one by one in fresh loaders; an epoch chosen with set_epoch
+    after the boundary (so the early batches are for the wrong epoch) too."""
+    kw = dict(batch_size=3, seed=5, pipelines=crop_pipeline(p=0.5), num_threads=2,
+              prefetch=prefetch)
+    loader = SlipstreamLoader(cache, **kw)
+    back_to_back = [snapshot(loader) for _ in range(3)]
+    loader.set_epoch(7)  # not the epoch that was prefetched
+    jumped = snapshot(loader)
+    for epoch, got in [(0, back_to_back[0]), (1, back_to_back[1]), (2, back_to_back[2]),
+                       (7, jumped)]:
+        fresh = SlipstreamLoader(cache, **kw)
+        fresh.set_epoch(epoch)
+        want = snapshot(fresh)
+        assert len(got) == len(want)
+        for a, b in zip(got, want):
+            assert a["path"] == b["path"] and torch.equal(a["image"], b["image"])
+            assert torch.equal(a["label"], b["label"])
 
 
 # -- datasets and caches -----------------------------------------------------------------------
@@ -481,7 +542,7 @@ def test_on_error_skip_leaves_out_bad_samples_and_reports_them(writable_folder, 
     with caplog.at_level("WARNING", logger="slipstream.loader"):
         batches = [{"image": b["image"].clone(), "label": b["label"].clone(),
                     "path": list(b["path"])} for b in loader]
-    assert decode_threads() == []
+    assert decoding_stops(loader)
     assert [b["path"] for b in batches] == [paths[0:2], paths[4:6], paths[7:8]]
     for b in batches:
         assert b["image"].shape[0] == b["label"].shape[0] == len(b["path"])
