@@ -84,10 +84,15 @@ def load() -> ModuleType:
             path = os.environ.get(KERNEL_ENV)
             if path:
                 spec = importlib.util.spec_from_file_location("slipstream.decode._kernel", path)
-                if spec is None or spec.loader is None:
-                    raise MissingDependencyError(f"{KERNEL_ENV}={path}: not a loadable module")
-                mod = importlib.util.module_from_spec(spec)
-                spec.loader.exec_module(mod)
+                try:
+                    if spec is None or spec.loader is None:
+                        raise ImportError("not an extension module")
+                    mod = importlib.util.module_from_spec(spec)
+                    spec.loader.exec_module(mod)
+                except ImportError as exc:
+                    raise MissingDependencyError(
+                        f"{KERNEL_ENV}={path}: cannot load it ({exc}); unset {KERNEL_ENV} to "
+                        "use the installed kernel") from exc
                 sys.modules["slipstream.decode._kernel"] = mod
             else:
                 try:
