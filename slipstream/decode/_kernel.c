@@ -191,6 +191,66 @@ static inline void accumulate(int32_t *restrict acc, const uint8_t *restrict row
         acc[x] += wk * (int16_t)row[x];
 }
 
+/* One output row, portable C: acc += w[k] * row k, tap by tap. */
+static void resample_row_c(const uint8_t *s, ptrdiff_t src_stride, size_t row_len,
+                           const int16_t *w, int taps, uint8_t *restrict d,
+                           int32_t *restrict acc) {
+    for (size_t x = 0; x < row_len; x++)
+        acc[x] = 1 << (WBITS - 1);
+    for (int k = 0; k < taps; k++)
+        if (w[k])
+            accumulate(acc, s + (ptrdiff_t)k * src_stride, row_len, w[k]);
+    for (size_t x = 0; x < row_len; x++) {
+        int32_t v = acc[x] >> WBITS;
+        d[x] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+    }
+}
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#define SIMD_MAX_PAIRS 32
+
+/* One output row with SSE2: taps in pairs, bytes of two source rows interleaved and
+ * multiplied-added with pmaddwd, the sums kept in registers across taps. Eight output
+ * bytes per step; the tail in C. */
+static void resample_row_sse2(const uint8_t *s, ptrdiff_t src_stride, size_t row_len,
+                              const int16_t *w, int taps, uint8_t *restrict d) {
+    const uint8_t *ra[SIMD_MAX_PAIRS], *rb[SIMD_MAX_PAIRS];
+    int32_t wp[SIMD_MAX_PAIRS];
+    int pairs = 0;
+    for (int k = 0; k < taps; k += 2) {
+        int16_t w0 = w[k], w1 = k + 1 < taps ? w[k + 1] : 0;
+        if (!w0 && !w1)
+            continue;
+        ra[pairs] = s + (ptrdiff_t)k * src_stride;
+        rb[pairs] = k + 1 < taps ? ra[pairs] + src_stride : ra[pairs];
+        wp[pairs] = (int32_t)((uint32_t)(uint16_t)w0 | ((uint32_t)(uint16_t)w1 << 16));
+        pairs++;
+    }
+    const __m128i zero = _mm_setzero_si128(), half = _mm_set1_epi32(1 << (WBITS - 1));
+    size_t x = 0;
+    for (; x + 8 <= row_len; x += 8) {
+        __m128i lo = half, hi = half;
+        for (int p = 0; p < pairs; p++) {
+            __m128i ab = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(ra[p] + x)),
+                                           _mm_loadl_epi64((const __m128i *)(rb[p] + x)));
+            __m128i wv = _mm_set1_epi32(wp[p]);
+            lo = _mm_add_epi32(lo, _mm_madd_epi16(_mm_unpacklo_epi8(ab, zero), wv));
+            hi = _mm_add_epi32(hi, _mm_madd_epi16(_mm_unpackhi_epi8(ab, zero), wv));
+        }
+        __m128i v = _mm_packs_epi32(_mm_srai_epi32(lo, WBITS), _mm_srai_epi32(hi, WBITS));
+        _mm_storel_epi64((__m128i *)(d + x), _mm_packus_epi16(v, v));
+    }
+    for (; x < row_len; x++) {
+        int32_t acc = 1 << (WBITS - 1);
+        for (int k = 0; k < taps; k++)
+            acc += w[k] * (int32_t)s[(ptrdiff_t)k * src_stride + (ptrdiff_t)x];
+        acc >>= WBITS;
+        d[x] = (uint8_t)(acc < 0 ? 0 : acc > 255 ? 255 : acc);
+    }
+}
+#endif
+
 /* dst row j = sum_k w[j][k] * src row (start[j] + k), for rows of row_len bytes. */
 static void resample_rows(const uint8_t *src, ptrdiff_t src_stride, size_t row_len,
                           const Filter *f, uint8_t *dst, ptrdiff_t dst_stride,
@@ -198,18 +258,35 @@ static void resample_rows(const uint8_t *src, ptrdiff_t src_stride, size_t row_l
     for (int j = 0; j < f->n_out; j++) {
         const int16_t *w = f->w + (size_t)j * f->taps;
         const uint8_t *s = src + (ptrdiff_t)f->start[j] * src_stride;
-        for (size_t x = 0; x < row_len; x++)
-            acc[x] = 1 << (WBITS - 1);
-        for (int k = 0; k < f->taps; k++)
-            if (w[k])
-                accumulate(acc, s + (ptrdiff_t)k * src_stride, row_len, w[k]);
-        uint8_t *restrict d = dst + (ptrdiff_t)j * dst_stride;
-        for (size_t x = 0; x < row_len; x++) {
-            int32_t v = acc[x] >> WBITS;
-            d[x] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+        uint8_t *d = dst + (ptrdiff_t)j * dst_stride;
+#if defined(__SSE2__)
+        if (f->taps <= 2 * SIMD_MAX_PAIRS) {
+            resample_row_sse2(s, src_stride, row_len, w, f->taps, d);
+            continue;
         }
+#endif
+        resample_row_c(s, src_stride, row_len, w, f->taps, d, acc);
     }
 }
+
+#if defined(__SSE2__)
+/* dst[c][r] = src[r][c] for an 8x8 block of bytes. */
+static void transpose8x8_u8(const uint8_t *src, ptrdiff_t ss, uint8_t *dst, ptrdiff_t ds) {
+    __m128i r[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm_loadl_epi64((const __m128i *)(src + i * ss));
+    __m128i a0 = _mm_unpacklo_epi8(r[0], r[1]), a1 = _mm_unpacklo_epi8(r[2], r[3]);
+    __m128i a2 = _mm_unpacklo_epi8(r[4], r[5]), a3 = _mm_unpacklo_epi8(r[6], r[7]);
+    __m128i b0 = _mm_unpacklo_epi16(a0, a1), b1 = _mm_unpackhi_epi16(a0, a1);
+    __m128i b2 = _mm_unpacklo_epi16(a2, a3), b3 = _mm_unpackhi_epi16(a2, a3);
+    __m128i c[4] = {_mm_unpacklo_epi32(b0, b2), _mm_unpackhi_epi32(b0, b2),
+                    _mm_unpacklo_epi32(b1, b3), _mm_unpackhi_epi32(b1, b3)};
+    for (int i = 0; i < 4; i++) {
+        _mm_storel_epi64((__m128i *)(dst + (2 * i) * ds), c[i]);
+        _mm_storel_epi64((__m128i *)(dst + (2 * i + 1) * ds), _mm_unpackhi_epi64(c[i], c[i]));
+    }
+}
+#endif
 
 /* dst[c][r] = src[r][c] for pixels of psz (1 or 3) bytes, in cache-sized blocks. */
 static void transpose(const uint8_t *src, ptrdiff_t ss, int rows, int cols, int psz,
@@ -220,17 +297,40 @@ static void transpose(const uint8_t *src, ptrdiff_t ss, int rows, int cols, int 
         for (int c0 = 0; c0 < cols; c0 += B) {
             int c1 = c0 + B < cols ? c0 + B : cols;
             if (psz == 3) {
-                for (int r = r0; r < r1; r++) {
-                    const uint8_t *s = src + r * ss;
-                    for (int c = c0; c < c1; c++) {
-                        uint8_t *d = dst + c * ds + r * 3;
-                        d[0] = s[c * 3];
-                        d[1] = s[c * 3 + 1];
-                        d[2] = s[c * 3 + 2];
+                /* a pixel moves as one 4-byte load and store; the byte after it is
+                 * overwritten by the next pixel of the same dst row. The last source
+                 * column and the last dst pixel of a row move byte by byte, so nothing
+                 * is read or written past a row. */
+                for (int c = c0; c < c1; c++) {
+                    uint8_t *d = dst + c * ds;
+                    const uint8_t *s = src + c * 3;
+                    int last = r1 == rows ? r1 - 1 : r1;
+                    int r = r0;
+                    if (c + 1 < cols)
+                        for (; r < last; r++) {
+                            uint32_t v;
+                            memcpy(&v, s + r * ss, 4);
+                            memcpy(d + r * 3, &v, 4);
+                        }
+                    for (; r < r1; r++) {
+                        d[r * 3] = s[r * ss];
+                        d[r * 3 + 1] = s[r * ss + 1];
+                        d[r * 3 + 2] = s[r * ss + 2];
                     }
                 }
             } else {
-                for (int r = r0; r < r1; r++) {
+                int r = r0;
+#if defined(__SSE2__)
+                for (; r + 8 <= r1; r += 8) {
+                    int c = c0;
+                    for (; c + 8 <= c1; c += 8)
+                        transpose8x8_u8(src + r * ss + c, ss, dst + c * ds + r, ds);
+                    for (; c < c1; c++)
+                        for (int i = r; i < r + 8; i++)
+                            dst[c * ds + i] = src[i * ss + c];
+                }
+#endif
+                for (; r < r1; r++) {
                     const uint8_t *s = src + r * ss;
                     for (int c = c0; c < c1; c++)
                         dst[c * ds + r] = s[c];
@@ -502,17 +602,55 @@ out:
     return code;
 }
 
-/* Full-range (JFIF) YCbCr -> RGB, 16-bit fixed point as libjpeg's. */
+/* Full-range (JFIF) YCbCr -> RGB in 13-bit fixed point: R = Y + 1.402 Cr',
+ * G = Y - 0.344136 Cb' - 0.714136 Cr', B = Y + 1.772 Cb' (Cb' = Cb - 128, Cr' = Cr - 128). */
+#define YCC_BITS 13
+#define YCC_R_CR 11485
+#define YCC_G_CB (-2819)
+#define YCC_G_CR (-5850)
+#define YCC_B_CB 14516
+
+static inline uint8_t clamp8(int32_t v) { return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v); }
+
 static void ycc_to_rgb(const uint8_t *restrict y, const uint8_t *restrict cb,
                        const uint8_t *restrict cr, size_t n, uint8_t *restrict out) {
-    for (size_t i = 0; i < n; i++) {
-        int32_t yy = y[i], b = cb[i] - 128, r = cr[i] - 128;
-        int32_t R = yy + ((91881 * r + 32768) >> 16);
-        int32_t G = yy + ((-22554 * b - 46802 * r + 32768) >> 16);
-        int32_t B = yy + ((116130 * b + 32768) >> 16);
-        out[3 * i] = (uint8_t)(R < 0 ? 0 : R > 255 ? 255 : R);
-        out[3 * i + 1] = (uint8_t)(G < 0 ? 0 : G > 255 ? 255 : G);
-        out[3 * i + 2] = (uint8_t)(B < 0 ? 0 : B > 255 ? 255 : B);
+    size_t i = 0;
+#if defined(__SSE2__)
+    /* (Cb', Cr') pairs times per-channel coefficient pairs with pmaddwd; pixels leave as
+     * RGBX words stored 4 bytes at a time (the X overwritten by the next pixel) */
+#define PAIR(a, b) _mm_set1_epi32((int32_t)((uint32_t)(uint16_t)(a) | ((uint32_t)(uint16_t)(b) << 16)))
+    const __m128i zero = _mm_setzero_si128(), c128 = _mm_set1_epi16(128);
+    const __m128i half = _mm_set1_epi32(1 << (YCC_BITS - 1));
+    const __m128i kr = PAIR(0, YCC_R_CR), kg = PAIR(YCC_G_CB, YCC_G_CR), kb = PAIR(YCC_B_CB, 0);
+#undef PAIR
+    for (; i + 8 < n; i += 8) { /* "<": the last pixel's 4-byte store stays inside out */
+        __m128i vy = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(y + i)), zero);
+        __m128i vb = _mm_sub_epi16(
+            _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(cb + i)), zero), c128);
+        __m128i vr = _mm_sub_epi16(
+            _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(cr + i)), zero), c128);
+        __m128i lo = _mm_unpacklo_epi16(vb, vr), hi = _mm_unpackhi_epi16(vb, vr);
+        __m128i ch[3];
+        const __m128i *k[3] = {&kr, &kg, &kb};
+        for (int c = 0; c < 3; c++) {
+            __m128i l = _mm_srai_epi32(_mm_add_epi32(_mm_madd_epi16(lo, *k[c]), half), YCC_BITS);
+            __m128i h = _mm_srai_epi32(_mm_add_epi32(_mm_madd_epi16(hi, *k[c]), half), YCC_BITS);
+            __m128i v = _mm_add_epi16(_mm_packs_epi32(l, h), vy);
+            ch[c] = _mm_packus_epi16(v, v);
+        }
+        __m128i rg = _mm_unpacklo_epi8(ch[0], ch[1]), bx = _mm_unpacklo_epi8(ch[2], zero);
+        uint32_t px[8];
+        _mm_storeu_si128((__m128i *)px, _mm_unpacklo_epi16(rg, bx));
+        _mm_storeu_si128((__m128i *)(px + 4), _mm_unpackhi_epi16(rg, bx));
+        for (int p = 0; p < 8; p++)
+            memcpy(out + 3 * (i + p), &px[p], 4);
+    }
+#endif
+    for (; i < n; i++) {
+        int32_t yy = y[i], b = cb[i] - 128, r = cr[i] - 128, h = 1 << (YCC_BITS - 1);
+        out[3 * i] = clamp8(yy + ((YCC_R_CR * r + h) >> YCC_BITS));
+        out[3 * i + 1] = clamp8(yy + ((YCC_G_CB * b + YCC_G_CR * r + h) >> YCC_BITS));
+        out[3 * i + 2] = clamp8(yy + ((YCC_B_CB * b + h) >> YCC_BITS));
     }
 }
 
@@ -737,8 +875,51 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(resize_doc,
+"resize(src, height, width, channels, dst, out_height, out_width)\n\n"
+"Anti-aliased resize (Pillow's BILINEAR) of a C-contiguous uint8 [height, width,\n"
+"channels] image into a C-contiguous uint8 [out_height, out_width, channels] buffer,\n"
+"with the GIL released. channels is 1 or 3.");
+
+static PyObject *Worker_resize(Worker *self, PyObject *args) {
+    PyObject *o_src, *o_dst;
+    int h, w, c, oh, ow;
+    if (!PyArg_ParseTuple(args, "OiiiOii", &o_src, &h, &w, &c, &o_dst, &oh, &ow))
+        return NULL;
+    if (h < 1 || w < 1 || oh < 1 || ow < 1 || (c != 1 && c != 3)) {
+        PyErr_Format(PyExc_ValueError, "resize: bad sizes %dx%dx%d -> %dx%d", h, w, c, oh, ow);
+        return NULL;
+    }
+    Py_buffer src, dst;
+    if (get_array(o_src, &src, 1, (Py_ssize_t)h * w * c, "src", 0))
+        return NULL;
+    if (get_array(o_dst, &dst, 1, (Py_ssize_t)oh * ow * c, "dst", 1)) {
+        PyBuffer_Release(&src);
+        return NULL;
+    }
+    if (self->busy) {
+        PyBuffer_Release(&src);
+        PyBuffer_Release(&dst);
+        PyErr_SetString(PyExc_RuntimeError, "a kernel Worker is not shareable between threads");
+        return NULL;
+    }
+    int rc;
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    rc = resize_box(&self->rs, src.buf, (ptrdiff_t)w * c, h, w, c, 0.0, h, 0.0, w, dst.buf,
+                    (ptrdiff_t)ow * c, oh, ow);
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&dst);
+    if (rc)
+        return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef Worker_methods[] = {
     {"run", (PyCFunction)Worker_run, METH_VARARGS, Worker_run_doc},
+    {"resize", (PyCFunction)Worker_resize, METH_VARARGS, resize_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -754,52 +935,9 @@ static PyTypeObject WorkerType = {
     .tp_methods = Worker_methods,
 };
 
-PyDoc_STRVAR(resize_doc,
-"resize(src, height, width, channels, dst, out_height, out_width)\n\n"
-"Anti-aliased resize (Pillow's BILINEAR) of a C-contiguous uint8 [height, width,\n"
-"channels] image into a C-contiguous uint8 [out_height, out_width, channels] buffer,\n"
-"with the GIL released. channels is 1 or 3.");
-
-static PyObject *kernel_resize(PyObject *mod, PyObject *args) {
-    PyObject *o_src, *o_dst;
-    int h, w, c, oh, ow;
-    (void)mod;
-    if (!PyArg_ParseTuple(args, "OiiiOii", &o_src, &h, &w, &c, &o_dst, &oh, &ow))
-        return NULL;
-    if (h < 1 || w < 1 || oh < 1 || ow < 1 || (c != 1 && c != 3)) {
-        PyErr_Format(PyExc_ValueError, "resize: bad sizes %dx%dx%d -> %dx%d", h, w, c, oh, ow);
-        return NULL;
-    }
-    Py_buffer src, dst;
-    if (get_array(o_src, &src, 1, (Py_ssize_t)h * w * c, "src", 0))
-        return NULL;
-    if (get_array(o_dst, &dst, 1, (Py_ssize_t)oh * ow * c, "dst", 1)) {
-        PyBuffer_Release(&src);
-        return NULL;
-    }
-    ResizeScratch rs;
-    memset(&rs, 0, sizeof rs);
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = resize_box(&rs, src.buf, (ptrdiff_t)w * c, h, w, c, 0.0, h, 0.0, w, dst.buf,
-                    (ptrdiff_t)ow * c, oh, ow);
-    resize_scratch_free(&rs);
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&src);
-    PyBuffer_Release(&dst);
-    if (rc)
-        return PyErr_NoMemory();
-    Py_RETURN_NONE;
-}
-
-static PyMethodDef kernel_methods[] = {
-    {"resize", kernel_resize, METH_VARARGS, resize_doc},
-    {NULL, NULL, 0, NULL},
-};
-
 static struct PyModuleDef kernel_module = {
     PyModuleDef_HEAD_INIT, "_kernel",
-    "slipstream's native decode kernel (see slipstream/decode/kernel.py).", -1, kernel_methods,
+    "slipstream's native decode kernel (see slipstream/decode/kernel.py).", -1, NULL,
     NULL, NULL, NULL, NULL,
 };
 

@@ -120,7 +120,7 @@ def resize(src: np.ndarray, out: np.ndarray) -> None:
     src = np.ascontiguousarray(src)
     h, w = src.shape[:2]
     c = src.shape[2] if src.ndim == 3 else 1
-    load().resize(src, h, w, c, out, out.shape[0], out.shape[1])
+    worker().resize(src, h, w, c, out, out.shape[0], out.shape[1])
 
 
 def failures(raw: Sequence[tuple[int, int, str]]) -> list[tuple[int, Exception]]:
