@@ -12,7 +12,8 @@ On the ImageNet-like corpus (``_corpus.py``: ~500x375 JPEGs of ~100 KB) and its 
    burst of load from another process does not decide a ratio): slipstream JPEG RRC,
    slipstream YUV420 RRC, a bare **PyTurboJPEG 1.x + cv2** loop on the same T threads
    (decode each whole image with ``TurboJPEG.decode`` into RGB, crop the planned box,
-   ``cv2.resize`` with ``INTER_AREA``; bytes from the same memory-mapped cache), and
+   ``cv2.resize`` with ``INTER_LINEAR``, the fastest plain resize, not anti-aliased;
+   bytes from the same memory-mapped cache), and
    **torch DataLoader + PIL** (``bench_loader.bench_torch``: T workers, what
    torchvision's RandomResizedCrop does, in Pillow). Reported: the median of each
    system's rounds, min-max spread, and the median of the per-round ratios.
@@ -183,7 +184,7 @@ class BareTurboLoop:
             img = jpeg.decode(self.col.view(i), pixel_format=self.pf)
             top, left, h, w = (int(v) for v in boxes[k])
             cv2.resize(img[top:top + h, left:left + w], (CROP, CROP), dst=out[k % BATCH],
-                       interpolation=cv2.INTER_AREA)
+                       interpolation=cv2.INTER_LINEAR)
 
     def epoch(self) -> int:
         n = len(self.col)
@@ -275,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"images/s under py-spy); hottest {g['hottest'][:3]}")
             else:
                 log(f"  GIL {fmt}: not measured ({g['why']})")
+    if args.rounds < 1:
+        write_results(args.json, result)
+        return 0
     result["throughput"] = t = throughput(dataset, cache, root, args)
     r = t["ratios"]
     log(f"YUV420/JPEG {r['yuv420_over_jpeg']['median']:.2f}x (goal >= 5), YUV420 "

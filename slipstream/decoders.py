@@ -219,7 +219,7 @@ class _CropDecoder(ImageDecoder):
                     slot[1][k])
 
     def finish(self, slot: Any, plan: Any, n: int) -> Any:
-        return slot[0][:n]
+        return slot[0] if n == len(slot[0]) else slot[0][:n]
 
 
 class DecodeRandomResizedCrop(_CropDecoder):

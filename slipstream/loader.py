@@ -17,6 +17,7 @@ from ._sampler import EpochSampler
 from .cache import Cache
 from .cache.reader import HeapColumn, ImageColumn
 from .dataset import SlipstreamDataset
+from .decode import kernel
 from .decoders import BatchSamples, DecodeCenterCrop, ImageColumnView, ImageDecoder, PackedBytes
 from .errors import CacheError, MissingDependencyError, SampleError
 from .schema import FieldKind
@@ -396,6 +397,20 @@ def _sample_error(cache: Cache, field: str, index: int, exc: Exception) -> Sampl
     )
 
 
+def _heap_values(col: HeapColumn, indices: np.ndarray) -> list[Any]:
+    """A string or bytes field's values for a batch, read in one native call (the
+    per-value Python of ``col.values`` costs the GIL ~1 us a sample); ``col.values``
+    itself where it must explain a problem (text that is not UTF-8)."""
+    addresses, keepalive = col.heap.locate(indices)
+    try:
+        return kernel.load().values(addresses, col.sizes[indices].astype(np.uint64),
+                                    len(indices), col.kind is FieldKind.STR)
+    except UnicodeDecodeError:
+        return col.values(indices)
+    finally:
+        del keepalive
+
+
 def _keep_samples(value: Any, keep: np.ndarray) -> Any:
     """A decoder's batch value with only the samples where ``keep`` is true."""
     if isinstance(value, torch.Tensor):
@@ -492,6 +507,8 @@ class _EpochIterator:
         self.inflight: dict[int, _InFlight] = {}
         self.submitted = 0
         self.base = 0  # batch b decodes into slot (base + b) % len(slots)
+        self.slots: list[dict[str, Any]] = []
+        self.slot_events: list[Any] = []
         if handover is not None and handover.pool is self.pool:
             self.slots, self.slot_events = handover.slots, handover.slot_events
             self.inflight, self.submitted = handover.inflight, handover.submitted
@@ -520,8 +537,7 @@ class _EpochIterator:
              for p in self.pipelines}
             for _ in range(needed - len(reused))
         ]
-        self.slot_events: list[Any] = [event for _, event in reused]
-        self.slot_events += [None] * (needed - len(reused))
+        self.slot_events = [event for _, event in reused] + [None] * (needed - len(reused))
 
     # -- scheduling ---------------------------------------------------------------------------
     def _slot_of(self, b: int) -> int:
@@ -660,7 +676,7 @@ class _EpochIterator:
                 continue
             col = self.cache.column(f.name)
             if isinstance(col, HeapColumn):
-                out[f.name] = col.values(indices)
+                out[f.name] = _heap_values(col, indices)
             else:
                 t = torch.from_numpy(col[indices])
                 if device is not None and device.type != "cpu":

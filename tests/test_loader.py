@@ -596,3 +596,21 @@ def test_on_error_raise_is_the_default_and_other_values_are_refused(writable_fol
                               pipelines=crop_pipeline()))
     with pytest.raises(ValueError, match="on_error must be one of"):
         SlipstreamLoader(cache, on_error="ignore")
+
+
+def test_string_fields_are_read_in_one_call_as_the_cache_holds_them(writable_folder, tmp_path):
+    """Paths (a str field) come out of the batch exactly as ``Column.values`` reads them,
+    non-ASCII names included."""
+    victim = sorted(writable_folder.rglob("*.jpg"))[3]
+    victim.rename(victim.with_name("çafé-ünï 名前.jpg"))
+    cache = SlipstreamDataset(writable_folder, cache_dir=tmp_path / "c").build_cache(
+        progress=False)
+    loader = SlipstreamLoader(cache, batch_size=5, shuffle=True, seed=2, num_threads=2,
+                              pipelines=crop_pipeline())
+    col = cache.column("path")
+    order = loader._sampler().batches(0)
+    seen = []
+    for batch, indices in zip(loader, order, strict=True):
+        assert batch["path"] == col.values(indices)
+        seen += batch["path"]
+    assert any("名前" in p for p in seen)

@@ -935,9 +935,55 @@ static PyTypeObject WorkerType = {
     .tp_methods = Worker_methods,
 };
 
+PyDoc_STRVAR(values_doc,
+"values(addresses, sizes, n, text) -> list\n\n"
+"The first n byte ranges (uint64 addresses and sizes, memory the caller keeps alive) as\n"
+"bytes objects, or as str decoded from UTF-8 when text is true (UnicodeDecodeError if\n"
+"one is not UTF-8). One call for a batch of a string or bytes field.");
+
+static PyObject *kernel_values(PyObject *mod, PyObject *args) {
+    PyObject *o_addr, *o_size;
+    Py_ssize_t n;
+    int text;
+    (void)mod;
+    if (!PyArg_ParseTuple(args, "OOnp", &o_addr, &o_size, &n, &text))
+        return NULL;
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "values: negative count");
+        return NULL;
+    }
+    Py_buffer a, z;
+    if (get_array(o_addr, &a, 8, n, "addresses", 0))
+        return NULL;
+    if (get_array(o_size, &z, 8, n, "sizes", 0)) {
+        PyBuffer_Release(&a);
+        return NULL;
+    }
+    const uint64_t *addr = a.buf, *size = z.buf;
+    PyObject *out = PyList_New(n);
+    for (Py_ssize_t i = 0; out && i < n; i++) {
+        const char *p = (const char *)(uintptr_t)addr[i];
+        Py_ssize_t len = (Py_ssize_t)size[i];
+        PyObject *v = text ? PyUnicode_DecodeUTF8(p, len, "strict")
+                           : PyBytes_FromStringAndSize(p, len);
+        if (!v)
+            Py_CLEAR(out);
+        else
+            PyList_SET_ITEM(out, i, v);
+    }
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&z);
+    return out;
+}
+
+static PyMethodDef kernel_methods[] = {
+    {"values", kernel_values, METH_VARARGS, values_doc},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef kernel_module = {
     PyModuleDef_HEAD_INIT, "_kernel",
-    "slipstream's native decode kernel (see slipstream/decode/kernel.py).", -1, NULL,
+    "slipstream's native decode kernel (see slipstream/decode/kernel.py).", -1, kernel_methods,
     NULL, NULL, NULL, NULL,
 };
 
