@@ -171,15 +171,19 @@ class ImageDecoder(abc.ABC):
 _NOT_ONE_SAMPLE = (MissingDependencyError, MemoryError)
 
 
-def _native_slice(lo: int, hi: int, samples: BatchSamples, boxes: np.ndarray,
-                  denoms: np.ndarray, outs: tuple[np.ndarray, ...],
-                  sizes: tuple[tuple[int, int], ...], fast: bool) -> list[tuple[int, Exception]]:
-    """The kernel's share of a slice: every JPEG and YUV420 sample in ``[lo, hi)``, one
-    call, GIL released throughout."""
+def _native_slice(decoder: ImageDecoder, lo: int, hi: int, samples: BatchSamples, plan: Any,
+                  slot: Any, outs: tuple[np.ndarray, ...], sizes: tuple[tuple[int, int], ...],
+                  fast: bool) -> list[tuple[int, Exception]]:
+    """A crop decoder's slice: every JPEG and YUV420 sample in ``[lo, hi)`` in one kernel
+    call (GIL released throughout), then the rare others through ``decode_one``."""
     raw = kernel.worker().run(samples.addresses, samples.sizes, samples.codecs,
-                              samples.heights, samples.widths, boxes, denoms, outs, sizes,
-                              lo, hi, partial_decode_on(), fast, kernel.MAX_PIXELS)
-    return kernel.failures(raw)
+                              samples.heights, samples.widths, plan.boxes, plan.denoms, outs,
+                              sizes, lo, hi, partial_decode_on(), fast, kernel.MAX_PIXELS)
+    failed = kernel.failures(raw)
+    rest = samples.python_slice(lo, hi)
+    if len(rest):
+        failed += decoder._decode_each(thread_state(), samples, rest, plan, slot)
+    return failed
 
 
 class _CropDecoder(ImageDecoder):
@@ -205,12 +209,8 @@ class _CropDecoder(ImageDecoder):
 
     def decode_slice(self, lo: int, hi: int, samples: BatchSamples, plan: CropPlan,
                      slot: Any) -> list[tuple[int, Exception]]:
-        failed = _native_slice(lo, hi, samples, plan.boxes, plan.denoms, (slot[1],),
-                               (self.size,), self.fast)
-        rest = samples.python_slice(lo, hi)
-        if len(rest):
-            failed += self._decode_each(thread_state(), samples, rest, plan, slot)
-        return failed
+        return _native_slice(self, lo, hi, samples, plan, slot, (slot[1],), (self.size,),
+                             self.fast)
 
     def decode_one(self, state: ThreadState, k: int, data: np.ndarray, codec: int,
                    height: int, width: int, plan: Any, slot: Any) -> None:
@@ -219,7 +219,7 @@ class _CropDecoder(ImageDecoder):
                     slot[1][k])
 
     def finish(self, slot: Any, plan: Any, n: int) -> Any:
-        return slot[0] if n == len(slot[0]) else slot[0][:n]
+        return slot[0] if n == slot[1].shape[0] else slot[0][:n]
 
 
 class DecodeRandomResizedCrop(_CropDecoder):
@@ -296,13 +296,8 @@ class DecodeMultiRandomResizedCrop(ImageDecoder):
 
     def decode_slice(self, lo: int, hi: int, samples: BatchSamples, plan: MultiCropPlan,
                      slot: Any) -> list[tuple[int, Exception]]:
-        failed = _native_slice(lo, hi, samples, plan.boxes, plan.denoms,
-                               tuple(s[1] for s in slot), tuple(v.size for v in self.views),
-                               self.fast)
-        rest = samples.python_slice(lo, hi)
-        if len(rest):
-            failed += self._decode_each(thread_state(), samples, rest, plan, slot)
-        return failed
+        return _native_slice(self, lo, hi, samples, plan, slot, tuple(s[1] for s in slot),
+                             tuple(v.size for v in self.views), self.fast)
 
     def decode_one(self, state: ThreadState, k: int, data: np.ndarray, codec: int,
                    height: int, width: int, plan: Any, slot: Any) -> None:
