@@ -111,7 +111,10 @@ class SlipstreamLoader:
 
     A pool of ``num_threads`` threads decodes up to ``prefetch - 1`` batches ahead of
     the one being consumed, straight into preallocated batch buffers (pinned when
-    ``device`` is CUDA): memory is ``prefetch × batch_size × output size``. A uint8 CPU
+    ``device`` is CUDA): memory is ``prefetch × batch_size × output size``. Each thread
+    hands a slice of a batch to a native kernel that runs without the GIL
+    (``docs/architecture.md``). Near the end of an epoch the next epoch's first batches
+    start decoding. The threads live as long as the loader; :meth:`close` stops them. A uint8 CPU
     batch that no transform copied is a view of such a buffer and is valid until the
     next batch is requested; ``.clone()`` it to keep it.
 

@@ -48,6 +48,7 @@ enum {
 #define CODEC_JPEG 0
 #define CODEC_YUV420 3
 #define MAX_VIEWS 32
+#define MAX_OUT_SIDE 65536 /* output sides: keeps every buffer-size product in range */
 /* Scaled pixels decoded beyond the crop on every side: fancy chroma upsampling reads
  * neighbouring chroma samples, so without a margin a region's edge differs from a full
  * decode. */
@@ -814,8 +815,9 @@ static PyObject *Worker_run(Worker *self, PyObject *args) {
             goto done;
     for (; got_out < views; got_out++) {
         Py_ssize_t i = got_out;
-        if (oh[i] < 1 || ow[i] < 1) {
-            PyErr_Format(PyExc_ValueError, "view %zd: output size %dx%d", i, ow[i], oh[i]);
+        if (oh[i] < 1 || ow[i] < 1 || oh[i] > MAX_OUT_SIDE || ow[i] > MAX_OUT_SIDE) {
+            PyErr_Format(PyExc_ValueError, "view %zd: output size %dx%d (1 to %d a side)", i,
+                         ow[i], oh[i], MAX_OUT_SIDE);
             goto done;
         }
         if (get_array(PyTuple_GET_ITEM(outs, i), &ob[i], 1, hi * (Py_ssize_t)oh[i] * ow[i] * 3,
@@ -886,7 +888,8 @@ static PyObject *Worker_resize(Worker *self, PyObject *args) {
     int h, w, c, oh, ow;
     if (!PyArg_ParseTuple(args, "OiiiOii", &o_src, &h, &w, &c, &o_dst, &oh, &ow))
         return NULL;
-    if (h < 1 || w < 1 || oh < 1 || ow < 1 || (c != 1 && c != 3)) {
+    if (h < 1 || w < 1 || oh < 1 || ow < 1 || oh > MAX_OUT_SIDE || ow > MAX_OUT_SIDE ||
+        (c != 1 && c != 3)) {
         PyErr_Format(PyExc_ValueError, "resize: bad sizes %dx%dx%d -> %dx%d", h, w, c, oh, ow);
         return NULL;
     }
