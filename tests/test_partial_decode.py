@@ -423,3 +423,33 @@ def test_reference_images_are_what_they_claim():
     with Image.open(io.BytesIO(variety()["progressive_333x451.jpg"])) as im:
         assert im.info.get("progressive")
     assert variety()["restarts_333x451.jpg"].count(b"\xff\xdd") == 1  # a DRI marker
+
+
+def test_simd_variants_give_the_same_pixels(jpeg):
+    """The AVX2 resampler (chosen at import where the CPU has it) and the baseline SSE2
+    one compute the same integer sums: identical outputs, checked in a child process
+    that turns AVX2 off."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, sys, numpy as np\n"
+        "from slipstream.decode.kernel import decode_sample, load\n"
+        "data = np.frombuffer(sys.stdin.buffer.read(), np.uint8)\n"
+        "h = hashlib.sha256()\n"
+        "for box, size in [((0, 0, 240, 320), (224, 224)), ((13, 7, 101, 203), (57, 91)),\n"
+        "                  ((100, 150, 20, 30), (64, 64))]:\n"
+        "    out = np.empty((*size, 3), np.uint8)\n"
+        "    decode_sample(data, 0, 240, 320, [box], 1, [out])\n"
+        "    h.update(out.tobytes())\n"
+        "print(load().SIMD, h.hexdigest())\n")
+    runs = {}
+    base = {k: v for k, v in os.environ.items() if k != "SLIPSTREAM_KERNEL_NO_AVX2"}
+    for env in (base, {**base, "SLIPSTREAM_KERNEL_NO_AVX2": "1"}):
+        simd, digest = subprocess.run([sys.executable, "-c", code], input=jpeg, env=env,
+                                      capture_output=True, check=True).stdout.decode().split()
+        runs[simd] = digest
+    if len(runs) == 1:
+        pytest.skip(f"only one SIMD variant on this machine: {list(runs)}")
+    assert len(set(runs.values())) == 1, runs
