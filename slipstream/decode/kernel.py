@@ -3,8 +3,9 @@
 ``slipstream.decode._kernel`` (``_kernel.c``) decodes a whole slice of a batch per call
 with the GIL released: JPEG region decoding through the libjpeg API at the planned DCT
 scale, Pillow's anti-aliased (triangle) resize straight into the batch slot, and YUV 4:2:0
-crop + resize + colour conversion. Python plans the batch (:class:`~.geometry.CropPlan`); the
-kernel obeys the plan. See docs/architecture.md for the contract.
+crop + resize + colour conversion. Python plans the batch
+(:class:`~slipstream.decode.geometry.CropPlan`); the kernel obeys the plan. See
+docs/architecture.md for the contract.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +28,8 @@ __all__ = [
     "load",
     "worker",
     "resize",
+    "failures",
+    "decode_sample",
     "ERROR_NAMES",
     "MAX_PIXELS",
 ]
@@ -106,7 +110,7 @@ def load() -> ModuleType:
 _local = threading.local()
 
 
-def worker():
+def worker() -> Any:
     """This thread's kernel worker (its libjpeg decompressor and scratch memory)."""
     w = getattr(_local, "worker", None)
     if w is None:
