@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=4.0, help="per system and round")
-    p.add_argument("--gil-seconds", type=float, default=8.0)
+    p.add_argument("--gil-seconds", type=float, default=15.0)
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--no-gil", action="store_true")
     p.add_argument("--json", type=Path)
