@@ -9,6 +9,7 @@ calls ``scripts/setup.sh`` with the extra it needs, which creates or updates ``.
     nox -s bench                 # every benchmark; -- --quick for a smoke run
     nox -s lint                  # ruff + mypy on slipstream/
     nox -s gpu                   # GPU tests + benchmark, where torch sees a CUDA device
+    nox -s sanitize              # the decode kernel under AddressSanitizer + UBSan
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ def bench(session: nox.Session) -> None:
 
     Writes ``.bench/bench_loader.json``, ``.bench/bench_build.json``,
     ``.bench/bench_pull.json``, ``.bench/bench_yuv.json``, ``.bench/bench_presets.json``,
-    ``.bench/bench_soak.json``, ``.bench/bench_partial.json`` and the chart
-    ``docs/benchmarks.png``. ``nox -s bench -- --quick`` runs small smoke versions
+    ``.bench/bench_soak.json``, ``.bench/bench_partial.json``,
+    ``.bench/bench_kernel.json`` (GIL per image with py-spy, YUV420 vs JPEG, the
+    PyTurboJPEG+cv2 and torch baselines) and the chart ``docs/benchmarks.png``. ``nox -s bench -- --quick`` runs small smoke versions
     (results in ``.bench/*-quick.*``); other arguments go to ``bench_loader.py``.
     """
     _setup(session, "dev")  # matplotlib, for the chart
@@ -70,6 +72,8 @@ def bench(session: nox.Session) -> None:
     run("bench_presets", *(["--images", "400", "--measure", "256"] if quick else []))
     run("bench_soak", *(["--images", "400", "--epochs", "4"] if quick else []))
     run("bench_partial", *(["--images", "400", "--epochs", "1"] if quick else []))
+    run("bench_kernel", *(["--images", "400", "--rounds", "1", "--seconds", "1",
+                           "--gil-seconds", "3"] if quick else []))
 
 
 @nox.session(venv_backend="none")
@@ -81,6 +85,39 @@ def fuzz(session: nox.Session) -> None:
     session.run(PY, "-m", "pytest", "tests/sources/test_fuzz_parsers.py", "-p", "no:cacheprovider",
                 "-k", "not refuses and not utf8", external=True,
                 env={"SLIPSTREAM_FUZZ_EXAMPLES": examples})
+
+
+#: The tests that drive the native decode kernel (``nox -s sanitize``).
+KERNEL_TESTS = ("tests/test_kernel_fuzz.py", "tests/test_partial_decode.py",
+                "tests/test_decoders.py", "tests/test_yuv420.py")
+
+
+@nox.session(venv_backend="none")
+def sanitize(session: nox.Session) -> None:
+    """Build the decode kernel with ``-fsanitize=address,undefined`` into ``.sanitize/``
+    (the installed build is left alone) and run the decoder and fuzz tests against it:
+    ``SLIPSTREAM_KERNEL`` points slipstream at that build, and libasan is preloaded into
+    CPython (which is not built with it, so leak checking is off).
+    ``nox -s sanitize -- N`` runs N random fuzz examples per test instead of 200."""
+    _setup(session, "test")
+    out = ROOT / ".sanitize"
+    session.run(PY, "setup.py", "--quiet", "build_ext", "--force", "--build-temp",
+                str(out / "tmp"), "--build-lib", str(out / "lib"), external=True,
+                env={"SLIPSTREAM_SANITIZE": "1"})
+    (built,) = (out / "lib" / "slipstream" / "decode").glob("_kernel*.so")
+    # libstdc++ too: ASan's C++ exception interceptor needs it loaded before OpenCV throws
+    preload = " ".join(
+        subprocess.run(["gcc", f"-print-file-name={lib}"], capture_output=True, text=True,
+                       check=True).stdout.strip() for lib in ("libasan.so", "libstdc++.so"))
+    env = {"SLIPSTREAM_KERNEL": str(built), "LD_PRELOAD": preload,
+           "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
+           "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
+    if session.posargs:
+        env["SLIPSTREAM_FUZZ_EXAMPLES"] = session.posargs[0]
+    session.run(PY, "-c", "from slipstream.decode.kernel import load; import sys; "
+                f"sys.exit(load().__file__ != {str(built)!r})", external=True, env=env)
+    session.run(PY, "-m", "pytest", *KERNEL_TESTS, "-q", "-p", "no:cacheprovider",
+                external=True, env=env)
 
 
 @nox.session(venv_backend="none")

@@ -16,8 +16,8 @@ for three systems:
   with the mode's decoder (``ReadBytes``, ``DecodeOnly``, ``DecodeCenterCrop``,
   ``DecodeRandomResizedCrop``);
 - **bare loop**: the ceiling — T plain threads, each taking a share of the epoch's
-  indices and making the same ``decode_region`` + ``resize_into`` calls with the boxes
-  the decoder plans, one ``ThreadState`` per thread, no loader machinery;
+  indices and handing it to the native kernel batch by batch with the boxes the decoder
+  plans (``decode_slice``), no loader machinery;
 - **torch+PIL**: ``torch.utils.data.DataLoader(num_workers=T, batch_size=256)`` over a
   dataset that reads each JPEG file and does with Pillow what torchvision's transforms
   do (``RandomResizedCrop`` parameters re-implemented here; torchvision is not used).
@@ -264,13 +264,14 @@ def bench_bare(cache: Any, mode: str, args: argparse.Namespace,
                variant: str = "fused") -> dict[str, Any]:
     """T plain threads doing the per-sample work, nothing else.
 
-    ``variant="fused"``: ``decode_region`` with the output size (DCT scaling when the
-    crop allows it) + ``resize_into``; ``"decode_all"``: a full-size TurboJPEG decode, the
-    crop as a slice, the same cv2 resize.
+    ``variant="fused"``: the kernel's ``decode_slice`` over each batch-sized piece of the
+    thread's share (region decode at the planned DCT scale + resize, GIL released);
+    ``"decode_all"``: a full-size TurboJPEG decode, the crop as a slice, the kernel's
+    resize.
     """
     from slipstream.cache import Codec
-    from slipstream.decode.pixels import ThreadState, decode_region, resize_into
-    from slipstream.decoders import ImageColumnView
+    from slipstream.decode.pixels import ThreadState, decode_image, resize_into
+    from slipstream.decoders import BatchSamples, ImageColumnView
     from slipstream.transforms.base import BatchContext
 
     col = cache.column("image")
@@ -308,14 +309,16 @@ def bench_bare(cache: Any, mode: str, args: argparse.Namespace,
                 off = end
         elif mode == "decode":
             for k, i in enumerate(idx.tolist()):
-                region = decode_region(state, col.view(i), int(codecs[i]), int(heights[i]),
-                                       int(widths[i]), None)
+                region = decode_image(state, col.view(i), int(codecs[i]), int(heights[i]),
+                                      int(widths[i]))
                 out[k % B] = np.array(region)  # its own copy, as DecodeOnly hands out
         elif variant == "fused":
-            for k, i in enumerate(idx.tolist()):
-                region = decode_region(state, col.view(i), int(codecs[i]), int(heights[i]),
-                                       int(widths[i]), boxes[k], CROP, CROP)
-                resize_into(region, out[k % B])
+            for lo in range(0, len(idx), B):
+                piece = idx[lo : lo + B]
+                failed = decoder.decode_slice(0, len(piece), BatchSamples.gather(col, piece),
+                                              boxes[lo : lo + B], (None, out))
+                if failed:
+                    raise failed[0][1]
         else:  # decode everything, then crop
             for k, i in enumerate(idx.tolist()):
                 img = state.scratch(int(heights[i]), int(widths[i]))
@@ -327,19 +330,27 @@ def bench_bare(cache: Any, mode: str, args: argparse.Namespace,
         order = epoch_order(n, epoch)
         boxes = decoder.plan(BatchContext(SEED, epoch, order), view) if crops else None
         parts = np.array_split(np.arange(n), T)
-        _run_threads(lambda t, part: work(t, order[part],
-                                           None if boxes is None else boxes[part]), parts)
+        _run_threads(lambda t, part: work(t, order[part], _take(boxes, part)), parts)
         return n
 
     # warm-up: a short pass (a few hundred samples; every sample for raw I/O)
     warm = epoch_order(n, 0)[: n if mode == "raw" else min(n, 2 * B)]
     boxes0 = decoder.plan(BatchContext(SEED, 0, warm), view) if crops else None
-    _run_threads(lambda t, part: work(t, warm[part], None if boxes0 is None else boxes0[part]),
+    _run_threads(lambda t, part: work(t, warm[part], _take(boxes0, part)),
                  np.array_split(np.arange(len(warm)), T))
     result = timed_epochs(run_epoch, args.epochs, args.min_seconds)
     if crops:
         result["dct_scaled_fraction"] = dct_fraction(decoder, view, n, result["epochs"])
     return result
+
+
+def _take(plan: Any, part: Any) -> Any:
+    """The rows ``part`` of a crop plan (boxes and DCT scales), or None."""
+    if plan is None:
+        return None
+    from slipstream.decode.geometry import CropPlan
+
+    return CropPlan(np.ascontiguousarray(plan.boxes[part]), plan.denoms[part])
 
 
 def dct_fraction(decoder: Any, view: Any, n: int, epochs: int) -> float:
@@ -551,14 +562,12 @@ def rrc_rounds(cache: Any, root: Path, args: argparse.Namespace, device: Any,
 
 def partial_vs_whole(cache: Any, args: argparse.Namespace, device: Any,
                      rounds: int = 2) -> dict[str, Any]:
-    """slipstream RRC decoding only each crop's region (TurboJPEG 3) vs the whole image,
-    same library, alternating runs (``pixels.partial_decode`` switched for each), the
+    """slipstream RRC decoding only each crop's region (the kernel's libjpeg region decode)
+    vs the whole image, same library, alternating runs (``pixels.partial_decode`` switched for each), the
     median of ``rounds`` of each: the machine's speed drifts over a long run, so neither
     side may come from another part of it."""
     from slipstream.decode import pixels
 
-    if not library_can_crop():
-        return {"available": False}
     runs: dict[bool, list[float]] = {True: [], False: []}
     saved = pixels.partial_decode
     try:
@@ -669,13 +678,6 @@ def _run(cmd: list[str]) -> str | None:
         return None
 
 
-def library_can_crop() -> bool:
-    """Whether the loaded libturbojpeg has the TurboJPEG 3 API (region decoding)."""
-    from slipstream.decode.libturbojpeg import TurboDecoder
-
-    return TurboDecoder().supports_crop
-
-
 def machine_info() -> dict[str, Any]:
     import cv2
     import PIL
@@ -705,8 +707,7 @@ def machine_info() -> dict[str, Any]:
     from slipstream.decode import libturbojpeg, pixels
 
     libturbojpeg.library()
-    loaded = {"path": libturbojpeg._lib_path, "tj3_api": library_can_crop(),
-              "partial_decode": pixels._partial_decode_on()}
+    loaded = {"path": libturbojpeg._lib_path, "partial_decode": pixels.partial_decode_on()}
     return {
         "libturbojpeg_loaded": loaded,
         "cpu": cpu, "cores": os.cpu_count(), "usable_cores": cpu_count(), "ram_gb": ram_gb,

@@ -1,9 +1,8 @@
 """Region (partial) JPEG decoding vs whole-image decoding, across thread counts.
 
-With a TurboJPEG 3 library, slipstream decodes only a crop's region: less work in C,
-a little more Python per sample. Whether that pays depends on what limits the loader:
-CPU (few threads per core: it pays) or the GIL (many threads: per-sample Python is the
-bottleneck). This runs the loader's random resized crop 224 with region decoding on and
+slipstream's native kernel decodes only a crop's region (the libjpeg API's
+``jpeg_crop_scanline`` + ``jpeg_skip_scanlines``), with the GIL released for a whole
+slice of the batch either way. This runs the loader's random resized crop 224 with region decoding on and
 off at each thread count, alternating, in one process.
 
     python benchmarks/bench_partial.py [--threads 1 2 4 8 16] [--json out.json]
@@ -47,15 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    from slipstream.decode import libturbojpeg, pixels
+    from slipstream.decode import kernel, pixels
 
-    if not libturbojpeg.TurboDecoder().supports_crop:
-        print(f"{libturbojpeg.library_path()} has no TurboJPEG 3 API: nothing to compare")
-        return 0
     threads = args.threads or sorted({1, 2, cpu_count() // 2 or 1, cpu_count()})
     cache = cache_for(imagenet_like(args.images))
-    print(f"{len(cache)} images, RRC 224, batch {args.batch_size}; library "
-          f"{libturbojpeg.library_path()}")
+    print(f"{len(cache)} images, RRC 224, batch {args.batch_size}; kernel "
+          f"{kernel.load().__file__}")
     rows = []
     for t in threads:
         pixels.partial_decode = True

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Install everything slipstream needs into ./.venv on Debian/Ubuntu:
-# the system TurboJPEG library (apt) and the Python packages (pip).
+# Install everything slipstream needs into ./.venv on Debian/Ubuntu: with apt, gcc and
+# libjpeg-turbo's headers (the native decode kernel is compiled at install), the TurboJPEG
+# library, and Python's headers where the interpreter lacks them; then the Python
+# packages (pip).
 # Usage: scripts/setup.sh [EXTRA ...]    e.g. scripts/setup.sh test
 # Re-running is cheap: packages are reinstalled only when a pyproject.toml changed.
 set -euo pipefail
@@ -14,6 +16,22 @@ if ! ldconfig -p 2>/dev/null | grep 'libturbojpeg\.so' >/dev/null; then
 fi
 if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
   apt_packages+=(python3-venv python3-pip)
+fi
+if ! command -v gcc >/dev/null; then
+  apt_packages+=(gcc)
+fi
+# jpeglib.h: Debian names its libjpeg-turbo headers libjpeg62-turbo-dev, Ubuntu libjpeg-turbo8-dev
+if ! printf '#include <stdio.h>\n#include <jpeglib.h>\n' | gcc -E -x c - >/dev/null 2>&1; then
+  if grep -qs '^ID=ubuntu' /etc/os-release; then
+    apt_packages+=(libjpeg-turbo8-dev)
+  else
+    apt_packages+=(libjpeg62-turbo-dev)
+  fi
+fi
+if ! python3 -c 'import os, sysconfig
+raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+    2>/dev/null; then
+  apt_packages+=(python3-dev)
 fi
 if [ ${#apt_packages[@]} -gt 0 ]; then
   sudo=""
@@ -31,7 +49,9 @@ fi
 spec=".[$(IFS=,; echo "${extras[*]:-}")]"
 [ "$spec" = ".[]" ] && spec="."
 stamp=".venv/.slipstream-setup"
-want=$(cat pyproject.toml plugins/*/pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)-"$spec"
+# the kernel's source too: an editable install compiles it only when pip runs
+want=$(cat pyproject.toml setup.py slipstream/decode/_kernel.c plugins/*/pyproject.toml \
+         scripts/setup.sh | sha256sum | cut -d' ' -f1)-"$spec"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python packages ($spec) into .venv"
   pip() { .venv/bin/python -m pip install -q --disable-pip-version-check "$@" \
@@ -51,6 +71,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     pip -e "$plugin"
   done
   .venv/bin/python -c "import slipstream, torch
+from slipstream.decode.kernel import load; load()
 from slipstream.decode.libturbojpeg import library; library()" || {
     echo "setup: the install did not complete (see pip's messages above)" >&2; exit 1; }
   echo "$want" > "$stamp"

@@ -1,4 +1,9 @@
-"""Decode threads: workers take slices of a batch and decode them into its slot."""
+"""Decode threads: workers take slices of a batch and decode them into its slot.
+
+A pool belongs to a loader and lives as long as it does (threads are not restarted per
+epoch). Each slice is one call into the native kernel, which releases the GIL for the
+whole slice.
+"""
 
 from __future__ import annotations
 
@@ -52,13 +57,15 @@ class DecodePool:
     def __init__(self, num_threads: int, name: str = "slipstream-decode") -> None:
         if num_threads < 1:
             raise ValueError(f"num_threads must be at least 1, got {num_threads}")
+        self.num_threads = num_threads
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
             for i in range(num_threads)
         ]
+        self._running = 0  # slices being run right now
+        self._lock = threading.Lock()
         self.closed = False
-        _opencv_single_threaded(True)
         for t in self._threads:
             t.start()
         _live_pools.add(self)
@@ -70,13 +77,28 @@ class DecodePool:
             if item is _STOP:
                 return
             job, lo, hi = item
-            job.run(lo, hi)
+            with self._lock:
+                self._running += 1
+            try:
+                job.run(lo, hi)
+            finally:
+                with self._lock:
+                    self._running -= 1
 
     def submit(self, job: BatchJob) -> None:
         if self.closed:
             raise RuntimeError("the decode pool is closed")
         for lo, hi in job.slices:
             self._queue.put((job, lo, hi))
+
+    def idle(self) -> bool:
+        """No slice queued or running."""
+        with self._lock:
+            return self._running == 0 and self._queue.empty()
+
+    def runs_current_thread(self) -> bool:
+        """Whether the caller is one of this pool's threads (which must not wait for a job)."""
+        return threading.current_thread() in self._threads
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop every thread (after the slices already queued, which cancelled jobs skip)."""
@@ -88,39 +110,14 @@ class DecodePool:
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(timeout)
-        _opencv_single_threaded(False)
 
 
 _live_pools: weakref.WeakSet[DecodePool] = weakref.WeakSet()
-_opencv_lock = threading.Lock()
-_opencv_users = 0
-_opencv_saved: int | None = None
-
-
-def _opencv_single_threaded(enter: bool) -> None:
-    """While any decode pool runs, OpenCV's own thread pool is set to one thread: the
-    decode threads already use every core, and OpenCV splitting each small resize
-    across cores as well only adds contention (measured ~7% on YUV420 crops). The
-    previous setting is restored when the last pool closes."""
-    global _opencv_users, _opencv_saved
-    import cv2
-
-    with _opencv_lock:
-        if enter:
-            if _opencv_users == 0:
-                _opencv_saved = cv2.getNumThreads()
-                cv2.setNumThreads(1)
-            _opencv_users += 1
-        else:
-            _opencv_users -= 1
-            if _opencv_users == 0 and _opencv_saved is not None:
-                cv2.setNumThreads(_opencv_saved)
-                _opencv_saved = None
 
 
 @atexit.register
 def _close_live_pools() -> None:
     """Join decode threads before the interpreter tears down (a daemon thread killed
-    inside OpenCV or libjpeg aborts the process)."""
+    inside libjpeg aborts the process)."""
     for pool in list(_live_pools):
         pool.close(timeout=5.0)

@@ -1,9 +1,10 @@
 """Decoders: the first stage of an image pipeline, run per sample in decode threads.
 
-Fused decode + crop: the crop is planned for the whole batch first (from the stored
-image sizes, before any pixel is decoded), then each thread decodes only at the
-resolution the crop needs (libjpeg-turbo DCT scaling when the crop is at least twice
-the output size) and resizes the crop straight into the batch buffer.
+Fused decode + crop: the crops are planned for the whole batch first (boxes and the DCT
+scale of every sample, from the stored image sizes, before any pixel is decoded), then
+each decode thread hands a slice of the batch to the native kernel
+(:mod:`slipstream.decode.kernel`), which decodes only each crop's region at the planned
+scale and resizes it straight into the batch buffer, with the GIL released.
 """
 
 from __future__ import annotations
@@ -17,21 +18,23 @@ import numpy as np
 import torch
 
 from .cache.layout import Codec
+from .decode import kernel
 from .decode.geometry import (
     ATTEMPTS,
+    CropPlan,
     center_crop_boxes,
+    plan_crops,
     random_resized_crop_boxes,
-    snap_to_dct_grid,
 )
 from .decode.pixels import (
     ThreadState,
     crop_box,
-    crop_resize_into,
-    dct_denominator,
     decode_image,
-    decode_region,
+    partial_decode_on,
     resize_into,
+    thread_state,
 )
+from .errors import MissingDependencyError
 from .transforms.base import BatchContext
 
 __all__ = [
@@ -44,6 +47,9 @@ __all__ = [
     "ReadBytes",
     "PackedBytes",
     "ImageColumnView",
+    "BatchSamples",
+    "CropPlan",
+    "MultiCropPlan",
 ]
 
 
@@ -54,6 +60,48 @@ class ImageColumnView:
     heights: np.ndarray
     widths: np.ndarray
     sizes: np.ndarray
+
+
+#: The codecs the native kernel decodes; others go through :meth:`ImageDecoder.decode_one`.
+_NATIVE_CODECS = (Codec.JPEG, Codec.YUV420)
+
+
+@dataclass(frozen=True)
+class BatchSamples:
+    """One batch's stored samples, as flat arrays by batch position (what the native
+    kernel reads): each sample's bytes at ``addresses[k]`` (``sizes[k]`` long), its
+    codec, height and width. ``keepalive`` holds the memory the addresses point into."""
+
+    addresses: np.ndarray  # uint64
+    sizes: np.ndarray  # uint64
+    codecs: np.ndarray  # uint8
+    heights: np.ndarray  # uint32
+    widths: np.ndarray  # uint32
+    #: batch positions of samples the kernel does not decode (Pillow's formats, raw RGB)
+    python_path: np.ndarray
+    keepalive: list[Any]
+    column: Any
+    indices: np.ndarray
+
+    @classmethod
+    def gather(cls, column: Any, indices: np.ndarray) -> BatchSamples:
+        """The samples ``indices`` of an image column (vectorised: no per-sample Python)."""
+        addresses, keepalive = column.heap.locate(indices)
+        codecs = np.ascontiguousarray(column.codecs[indices], np.uint8)
+        return cls(addresses, column.sizes[indices].astype(np.uint64), codecs,
+                   np.ascontiguousarray(column.heights[indices], np.uint32),
+                   np.ascontiguousarray(column.widths[indices], np.uint32),
+                   np.flatnonzero(~np.isin(codecs, _NATIVE_CODECS)), keepalive, column,
+                   np.asarray(indices))
+
+    def view(self, k: int) -> np.ndarray:
+        """Sample ``k``'s stored bytes as a ``uint8`` array."""
+        return self.column.view(int(self.indices[k]))
+
+    def python_slice(self, lo: int, hi: int) -> np.ndarray:
+        """The positions in ``[lo, hi)`` that go through Python."""
+        p = self.python_path
+        return p[(p >= lo) & (p < hi)] if len(p) else p
 
 
 def _pair(size: int | Sequence[int], what: str) -> tuple[int, int]:
@@ -70,8 +118,10 @@ class ImageDecoder(abc.ABC):
     """The contract between a decoder and the loader.
 
     The loader calls :meth:`allocate` once per prefetch slot, :meth:`plan` once per
-    batch (in the consumer thread), :meth:`decode_one` for each sample (in a decode
-    thread, GIL mostly released) and :meth:`finish` when the batch is complete.
+    batch (in the consumer thread), :meth:`decode_slice` for each slice of the batch (in a
+    decode thread) and :meth:`finish` when the batch is complete. The default
+    :meth:`decode_slice` calls :meth:`decode_one` per sample; the crop decoders hand the
+    whole slice to the native kernel instead.
     """
 
     @abc.abstractmethod
@@ -87,6 +137,27 @@ class ImageDecoder(abc.ABC):
                    height: int, width: int, plan: Any, slot: Any) -> None:
         """Decode sample ``k`` of the batch from its stored bytes into ``slot``."""
 
+    def decode_slice(self, lo: int, hi: int, samples: BatchSamples, plan: Any,
+                     slot: Any) -> list[tuple[int, Exception]]:
+        """Decode samples ``lo .. hi - 1`` of the batch into ``slot``; the samples that
+        failed, as ``(batch position, error)`` (the loader raises or skips them). Errors
+        that are not about one sample (a missing library, no memory) are raised."""
+        return self._decode_each(thread_state(), samples, range(lo, hi), plan, slot)
+
+    def _decode_each(self, state: ThreadState, samples: BatchSamples, positions: Any,
+                     plan: Any, slot: Any) -> list[tuple[int, Exception]]:
+        failed: list[tuple[int, Exception]] = []
+        for k in positions:
+            k = int(k)
+            try:
+                self.decode_one(state, k, samples.view(k), int(samples.codecs[k]),
+                                int(samples.heights[k]), int(samples.widths[k]), plan, slot)
+            except _NOT_ONE_SAMPLE:
+                raise
+            except Exception as exc:
+                failed.append((k, exc))
+        return failed
+
     @abc.abstractmethod
     def finish(self, slot: Any, plan: Any, n: int) -> Any:
         """The batch value for the first ``n`` samples of ``slot``."""
@@ -100,6 +171,25 @@ class ImageDecoder(abc.ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({args})"
+
+
+#: Failures that are not about one sample's bytes.
+_NOT_ONE_SAMPLE = (MissingDependencyError, MemoryError)
+
+
+def _native_slice(decoder: ImageDecoder, lo: int, hi: int, samples: BatchSamples, plan: Any,
+                  slot: Any, outs: tuple[np.ndarray, ...], sizes: tuple[tuple[int, int], ...],
+                  fast: bool) -> list[tuple[int, Exception]]:
+    """A crop decoder's slice: every JPEG and YUV420 sample in ``[lo, hi)`` in one kernel
+    call (GIL released throughout), then the rare others through ``decode_one``."""
+    raw = kernel.worker().run(samples.addresses, samples.sizes, samples.codecs,
+                              samples.heights, samples.widths, plan.boxes, plan.denoms, outs,
+                              sizes, lo, hi, partial_decode_on(), fast, kernel.MAX_PIXELS)
+    failed = kernel.failures(raw)
+    rest = samples.python_slice(lo, hi)
+    if len(rest):
+        failed += decoder._decode_each(thread_state(), samples, rest, plan, slot)
+    return failed
 
 
 class _CropDecoder(ImageDecoder):
@@ -120,20 +210,27 @@ class _CropDecoder(ImageDecoder):
     def boxes(self, ctx: BatchContext, heights: np.ndarray, widths: np.ndarray) -> np.ndarray:
         """``(n, 4)`` crop boxes ``(top, left, height, width)``."""
 
-    def plan(self, ctx: BatchContext, column: ImageColumnView) -> Any:
+    def plan(self, ctx: BatchContext, column: ImageColumnView) -> CropPlan:
         idx = ctx.indices
         heights, widths = column.heights[idx], column.widths[idx]
-        return snap_to_dct_grid(self.boxes(ctx, heights, widths), heights, widths, *self.size)
+        return plan_crops(self.boxes(ctx, heights, widths), heights, widths, *self.size)
+
+    def decode_slice(self, lo: int, hi: int, samples: BatchSamples, plan: CropPlan,
+                     slot: Any) -> list[tuple[int, Exception]]:
+        return _native_slice(self, lo, hi, samples, plan, slot, (slot[1],), (self.size,),
+                             self.fast)
 
     def decode_one(self, state: ThreadState, k: int, data: np.ndarray, codec: int,
                    height: int, width: int, plan: Any, slot: Any) -> None:
-        crop_resize_into(state, data, codec, height, width, plan[k], slot[1][k], self.fast)
+        """A sample the kernel does not decode (Pillow's formats, raw RGB)."""
+        resize_into(crop_box(decode_image(state, data, codec, height, width), plan[k]),
+                    slot[1][k])
 
     def finish(self, slot: Any, plan: Any, n: int) -> Any:
-        return slot[0][:n]
+        return slot[0] if n == slot[1].shape[0] else slot[0][:n]
 
     def params(self, plan: Any, n: int) -> Any:
-        return torch.from_numpy(np.array(plan[:n], np.int64)) if self.return_params else None
+        return torch.from_numpy(np.array(plan.boxes[:n], np.int64)) if self.return_params else None
 
 
 class DecodeRandomResizedCrop(_CropDecoder):
@@ -142,11 +239,11 @@ class DecodeRandomResizedCrop(_CropDecoder):
     given, else by the loader's seed.
 
     ``fast=True`` decodes with libjpeg-turbo's integer IDCT and plain chroma replication:
-    ~7% faster than an accurate decode of the whole image, at the cost of blockier colour
+    ~7% faster than an accurate decode of the same rows, at the cost of blockier colour
     edges (up to tens of levels at sharp colour boundaries, ~1 level on average). It
-    always decodes the whole image (libjpeg-turbo's region decoding is unsafe with plain
-    chroma replication), so with a TurboJPEG 3 library, where the accurate default
-    decodes only the crop's region (~20% less work), it is the slower choice.
+    decodes every row down to the crop's last and every column (libjpeg-turbo's row
+    skipping is unsafe with plain chroma replication), so it is usually the slower
+    choice: the accurate default decodes only the crop's region.
 
     ``return_params=True`` adds each sample's crop to the batch as ``<field>_params``
     (docs/pipelines.md)."""
@@ -209,22 +306,21 @@ class DecodeMultiRandomResizedCrop(ImageDecoder):
     def allocate(self, batch_size: int, column: ImageColumnView, pin_memory: bool) -> Any:
         return [v.allocate(batch_size, column, pin_memory) for v in self.views]
 
-    def plan(self, ctx: BatchContext, column: ImageColumnView) -> Any:
-        return [v.plan(ctx.for_view(k), column) for k, v in enumerate(self.views)]
+    def plan(self, ctx: BatchContext, column: ImageColumnView) -> MultiCropPlan:
+        return MultiCropPlan.of([v.plan(ctx.for_view(k), column)
+                                 for k, v in enumerate(self.views)])
+
+    def decode_slice(self, lo: int, hi: int, samples: BatchSamples, plan: MultiCropPlan,
+                     slot: Any) -> list[tuple[int, Exception]]:
+        return _native_slice(self, lo, hi, samples, plan, slot, tuple(s[1] for s in slot),
+                             tuple(v.size for v in self.views), self.fast)
 
     def decode_one(self, state: ThreadState, k: int, data: np.ndarray, codec: int,
                    height: int, width: int, plan: Any, slot: Any) -> None:
-        if codec == Codec.YUV420:  # no decode to share: each view crops the planes
-            for view_plan, view_slot in zip(plan, slot):
-                crop_resize_into(state, data, codec, height, width, view_plan[k], view_slot[1][k])
-            return
-        d = 1
-        if codec == Codec.JPEG:
-            d = min(dct_denominator(int(p[k][2]), int(p[k][3]), *v.size)
-                    for v, p in zip(self.views, plan))
-        img = decode_image(state, data, codec, height, width, d, self.fast)
+        """A sample the kernel does not decode: decoded once, every view cropped from it."""
+        img = decode_image(state, data, codec, height, width)
         for view_plan, view_slot in zip(plan, slot):
-            resize_into(crop_box(img, view_plan[k], d), view_slot[1][k])
+            resize_into(crop_box(img, view_plan[k]), view_slot[1][k])
 
     def finish(self, slot: Any, plan: Any, n: int) -> Any:
         return {name: s[0][:n] for name, s in zip(self.names, slot)}
@@ -232,8 +328,35 @@ class DecodeMultiRandomResizedCrop(ImageDecoder):
     def params(self, plan: Any, n: int) -> Any:
         if not self.return_params:
             return None
-        return {name: torch.from_numpy(np.array(p[:n], np.int64))
+        return {name: torch.from_numpy(np.array(p.boxes[:n], np.int64))
                 for name, p in zip(self.names, plan)}
+
+
+@dataclass(frozen=True)
+class MultiCropPlan:
+    """Every view's :class:`CropPlan`, plus what the kernel reads: ``boxes`` (``int64
+    (n, views, 4)``) and one DCT scale per sample, ``denoms``, the finest any view asks
+    for (each view's box is on its own scale's grid, hence on the finest one too). The
+    kernel decodes the union of a sample's view boxes once. Reads like the list of
+    views' plans."""
+
+    views: list[CropPlan]
+    boxes: np.ndarray
+    denoms: np.ndarray
+
+    @classmethod
+    def of(cls, views: list[CropPlan]) -> MultiCropPlan:
+        boxes = np.ascontiguousarray(np.stack([v.boxes for v in views], 1))
+        return cls(views, boxes, np.min(np.stack([v.denoms for v in views]), 0))
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def __getitem__(self, k: int) -> CropPlan:
+        return self.views[k]
+
+    def __iter__(self) -> Any:
+        return iter(self.views)
 
 
 def _per_view(value: Any, k: int, n: int, what: str) -> Sequence[float]:
@@ -286,8 +409,8 @@ class DecodeOnly(ImageDecoder):
 
     def decode_one(self, state: ThreadState, k: int, data: np.ndarray, codec: int,
                    height: int, width: int, plan: Any, slot: Any) -> None:
-        region = decode_region(state, data, codec, height, width, None)
-        slot[k] = torch.from_numpy(np.array(region))  # own copy: region is scratch
+        img = decode_image(state, data, codec, height, width)
+        slot[k] = torch.from_numpy(np.array(img))  # own copy: a JPEG's pixels are scratch
 
     def finish(self, slot: Any, plan: Any, n: int) -> Any:
         out = slot[:n]

@@ -21,8 +21,8 @@ from .cache import Cache
 from .cache.reader import HeapColumn, ImageColumn
 from .caching import ensure_cache
 from .dataset import SlipstreamDataset
-from .decode.pixels import thread_state
-from .decoders import DecodeCenterCrop, ImageColumnView, ImageDecoder, PackedBytes
+from .decode import kernel
+from .decoders import BatchSamples, DecodeCenterCrop, ImageColumnView, ImageDecoder, PackedBytes
 from .errors import (
     CacheError,
     InvalidArgumentError,
@@ -167,7 +167,10 @@ class SlipstreamLoader:
 
     A pool of ``num_threads`` threads decodes up to ``prefetch - 1`` batches ahead of
     the one being consumed, straight into preallocated batch buffers (pinned when
-    ``device`` is CUDA): memory is ``prefetch × batch_size × output size``. A uint8 CPU
+    ``device`` is CUDA): memory is ``prefetch × batch_size × output size``. Each thread
+    hands a slice of a batch to a native kernel that runs without the GIL
+    (``docs/architecture.md``). Near the end of an epoch the next epoch's first batches
+    start decoding. The threads live as long as the loader; :meth:`close` stops them. A uint8 CPU
     batch that no transform copied is a view of such a buffer and is valid until the
     next batch is requested; ``.clone()`` it to keep it.
 
@@ -246,6 +249,8 @@ class SlipstreamLoader:
         self._resumed_at: tuple[int, int] | None = None  # set by load_state_dict
         self._image_pipelines: list[_ImagePipeline] | None = None
         self._spare_slots: list[tuple[dict[str, Any], Any]] = []
+        self._pool: DecodePool | None = None  # the decode threads, for the loader's lifetime
+        self._handover: _Handover | None = None  # the next epoch's first batches, in flight
         self._other_pipelines: dict[str, list[Any]] = {}
         self.on_error = on_error
         #: the samples left out of the current (or last) epoch under ``on_error="skip"``
@@ -337,7 +342,53 @@ class SlipstreamLoader:
                 f"{self.batch_size} is larger than the {per_rank} samples each of "
                 f"{self.world_size} rank(s) gets from {sampler.num_samples}. Use a smaller "
                 f"batch_size or drop_last=False", UserWarning, stacklevel=2)
-        return _EpochIterator(self, epoch, sampler.batches(epoch, offset=start))
+        return _EpochIterator(self, epoch, start)
+
+    # -- decode threads and the epoch boundary ----------------------------------------------
+    def _epoch_key(self, epoch: int, start: int) -> tuple[Any, ...]:
+        """What decides an epoch's batches and how they are decoded."""
+        return (epoch, start, self.seed, self.batch_size, self.shuffle, self.drop_last,
+                self.rank, self.world_size, self.on_error)
+
+    def _decode_pool(self) -> DecodePool:
+        """The decode threads, started on first use and kept until :meth:`close`."""
+        want = max(1, min(self.num_threads, self.batch_size))
+        if self._pool is not None and (self._pool.closed or self._pool.num_threads != want):
+            self._discard_handover()
+            self._pool.close()
+            self._pool = None
+        if self._pool is None:
+            self._pool = DecodePool(want)
+        return self._pool
+
+    def _take_handover(self, key: tuple[Any, ...]) -> _Handover | None:
+        """The batches the last epoch started for the one with ``key``, if it is that one;
+        a handover for another epoch (``set_epoch`` or ``load_state_dict`` chose
+        differently) is cancelled."""
+        handover, self._handover = self._handover, None
+        if handover is not None and handover.key != key:
+            handover.cancel(self)
+            handover = None
+        return handover
+
+    def _discard_handover(self) -> None:
+        handover, self._handover = self._handover, None
+        if handover is not None:
+            handover.cancel(self)
+
+    def close(self) -> None:
+        """Stop the decode threads (they otherwise live as long as the loader). Iterating
+        again starts new ones."""
+        self._discard_handover()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
 
     # -- resume -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -428,36 +479,30 @@ def _read_state(state: Mapping[str, Any], batch_size: int) -> tuple[int, int, in
 _NOT_SKIPPABLE = (MissingDependencyError, CacheError, MemoryError)
 
 
-def _slice_runner(pipelines: list[_ImagePipeline], columns: dict[str, ImageColumn],
+def _slice_runner(pipelines: list[_ImagePipeline], samples: dict[str, BatchSamples],
                   slot: dict[str, Any], plans: dict[str, Any], indices: np.ndarray,
                   cache: Cache, failed: list[tuple[int, SampleError]] | None):
-    """The work of one batch, as a function of a slice ``[lo, hi)`` of its samples.
+    """The work of one batch, as a function of a slice ``[lo, hi)`` of its samples: one
+    :meth:`~slipstream.decoders.ImageDecoder.decode_slice` call per image field (one
+    native call with the GIL released, for the crop decoders).
 
     With ``failed`` given (``on_error="skip"``), a sample that fails is recorded there as
-    ``(batch position, error)`` and the slice goes on; otherwise the error ends the batch.
-    It holds no reference to the iterator, so an abandoned iterator is freed (and its
-    threads stopped) as soon as the caller drops it.
+    ``(batch position, error)``; otherwise the slice's first failure ends the batch.
+    It holds no reference to the iterator or the loader.
     """
 
     def run_slice(lo: int, hi: int) -> None:
-        state = thread_state()
         for p in pipelines:
-            col = columns[p.field]
-            decode_one, plan, buf = p.decoder.decode_one, plans[p.field], slot[p.field]
-            heights, widths, codecs = col.heights, col.widths, col.codecs
-            for k in range(lo, hi):
-                i = int(indices[k])
-                try:
-                    decode_one(state, k, col.view(i), int(codecs[i]), int(heights[i]),
-                               int(widths[i]), plan, buf)
-                except _NOT_SKIPPABLE:
-                    raise
-                except Exception as exc:
-                    error = _sample_error(cache, p.field, i, exc)
-                    if failed is None:
-                        raise error from exc
-                    error.__cause__ = exc
-                    failed.append((k, error))  # list.append is atomic under the GIL
+            errors = p.decoder.decode_slice(lo, hi, samples[p.field], plans[p.field],
+                                            slot[p.field])
+            for k, exc in sorted(errors, key=lambda item: item[0]):
+                if isinstance(exc, _NOT_SKIPPABLE):
+                    raise exc
+                error = _sample_error(cache, p.field, int(indices[k]), exc)
+                if failed is None:
+                    raise error from exc
+                error.__cause__ = exc
+                failed.append((k, error))  # list.append is atomic under the GIL
 
     return run_slice
 
@@ -471,6 +516,20 @@ def _sample_error(cache: Cache, field: str, index: int, exc: Exception) -> Sampl
         f"{type(exc).__name__}: {exc}",
         index=index, path=path,
     )
+
+
+def _heap_values(col: HeapColumn, indices: np.ndarray) -> list[Any]:
+    """A string or bytes field's values for a batch, read in one native call (the
+    per-value Python of ``col.values`` costs the GIL ~1 us a sample); ``col.values``
+    itself where it must explain a problem (text that is not UTF-8)."""
+    addresses, keepalive = col.heap.locate(indices)
+    try:
+        return kernel.load().values(addresses, col.sizes[indices].astype(np.uint64),
+                                    len(indices), col.kind is FieldKind.STR)
+    except UnicodeDecodeError:
+        return col.values(indices)
+    finally:
+        del keepalive
 
 
 def _keep_samples(value: Any, keep: np.ndarray) -> Any:
@@ -492,14 +551,62 @@ def _keep_samples(value: Any, keep: np.ndarray) -> Any:
     raise TypeError(f"on_error='skip' cannot drop samples from a {type(value).__name__}")
 
 
-class _EpochIterator:
-    """One epoch: keeps ``prefetch - 1`` batches decoding while one is consumed."""
+#: One batch in flight: its job, plans, context and the failures ``on_error="skip"`` collects.
+_InFlight = tuple[BatchJob, dict[str, Any], BatchContext, "list[tuple[int, SampleError]] | None"]
 
-    def __init__(self, loader: SlipstreamLoader, epoch: int, batches: list[np.ndarray],
-                 start: int = 0) -> None:
+
+class _Ahead:
+    """The next epoch's first batches, submitted while this epoch's last ones are consumed."""
+
+    def __init__(self, key: tuple[Any, ...], batches: list[np.ndarray], epoch: int) -> None:
+        self.key = key
+        self.batches = batches
+        self.epoch = epoch
+        self.inflight: dict[int, _InFlight] = {}
+        self.submitted = 0
+
+
+class _Handover:
+    """What an exhausted epoch leaves the next one: the batches it started, in their slots."""
+
+    def __init__(self, ahead: _Ahead, slots: list[dict[str, Any]], slot_events: list[Any],
+                 base: int, pool: DecodePool) -> None:
+        self.key = ahead.key
+        self.batches = ahead.batches
+        self.inflight = ahead.inflight
+        self.submitted = ahead.submitted
+        self.slots = slots
+        self.slot_events = slot_events
+        self.base = base
+        self.pool = pool
+
+    def cancel(self, loader: SlipstreamLoader) -> None:
+        """Cancel its batches; once nothing writes into its slots, they are spare again."""
+        if _cancel_and_wait(self.inflight.values(), self.pool):
+            loader._spare_slots.extend(zip(self.slots, self.slot_events))
+        self.inflight.clear()
+
+
+def _cancel_and_wait(inflight: Any, pool: DecodePool | None) -> bool:
+    """Cancel jobs and wait until none runs; False (no wait) when called from a decode
+    thread itself (a garbage collection there), where waiting would deadlock."""
+    jobs = [entry[0] for entry in inflight]
+    for job in jobs:
+        job.cancelled = True
+    if pool is not None and pool.runs_current_thread():
+        return False
+    for job in jobs:
+        job.done.wait()
+    return True
+
+
+class _EpochIterator:
+    """One epoch: keeps ``prefetch - 1`` batches decoding while one is consumed, and near
+    its end, the next epoch's first batches (handed over when it is exhausted)."""
+
+    def __init__(self, loader: SlipstreamLoader, epoch: int, start: int = 0) -> None:
         self.loader = loader
         self.epoch = epoch
-        self.batches = batches
         self.start = start
         self.cache = loader.cache
         self.pipelines = loader._resolve_pipelines()
@@ -512,62 +619,104 @@ class _EpochIterator:
         self.heaps: list[HeapColumn] = list(self.columns.values()) + [
             self.cache.column(f.name) for f in self.cache.fields
             if f.kind in (FieldKind.STR, FieldKind.BYTES)]
-        pin = loader.device is not None and loader.device.type == "cuda"
-        slots_needed = min(loader.prefetch, max(1, len(batches)))
-        # batch buffers are reused from epoch to epoch (pinning memory is expensive)
-        reused = loader._spare_slots[:slots_needed]
-        del loader._spare_slots[:slots_needed]
-        self.slots = [slot for slot, _ in reused] + [
-            {p.field: p.decoder.allocate(loader.batch_size, self.views[p.field], pin)
-             for p in self.pipelines}
-            for _ in range(slots_needed - len(reused))
-        ]
-        self.slot_events: list[Any] = [event for _, event in reused]
-        self.slot_events += [None] * (slots_needed - len(reused))
+        handover = loader._take_handover(loader._epoch_key(epoch, start))
+        self.batches: list[np.ndarray] = (handover.batches if handover is not None
+                                          else loader._sampler().batches(epoch, offset=start))
         self.pool: DecodePool | None = None
-        if self.pipelines and batches:
-            self.pool = DecodePool(min(loader.num_threads, max(1, len(batches[0]))))
-        self.inflight: dict[int, tuple[BatchJob, dict[str, Any], BatchContext,
-                                       list[tuple[int, SampleError]] | None]] = {}
-        self.next_to_yield = 0
+        if self.pipelines and self.batches:
+            self.pool = loader._decode_pool()
+        self.inflight: dict[int, _InFlight] = {}
         self.submitted = 0
+        self.base = 0  # batch b decodes into slot (base + b) % len(slots)
+        self.slots: list[dict[str, Any]] = []
+        self.slot_events: list[Any] = []
+        if handover is not None and handover.pool is self.pool:
+            self.slots, self.slot_events = handover.slots, handover.slot_events
+            self.inflight, self.submitted = handover.inflight, handover.submitted
+            self.base = handover.base
+        else:
+            if handover is not None:
+                handover.cancel(loader)
+            self._take_slots(min(loader.prefetch, max(1, len(self.batches))))
+        self.ahead: _Ahead | None = None
+        self._looked_ahead = False
+        self.next_to_yield = 0
         try:
             self._submit_until(len(self.slots))  # every slot is free: start decoding now
         except BaseException:
             self.close()
             raise
 
+    def _take_slots(self, needed: int) -> None:
+        # batch buffers are reused from epoch to epoch (pinning memory is expensive)
+        loader = self.loader
+        pin = loader.device is not None and loader.device.type == "cuda"
+        reused = loader._spare_slots[:needed]
+        del loader._spare_slots[:needed]
+        self.slots = [slot for slot, _ in reused] + [
+            {p.field: p.decoder.allocate(loader.batch_size, self.views[p.field], pin)
+             for p in self.pipelines}
+            for _ in range(needed - len(reused))
+        ]
+        self.slot_events = [event for _, event in reused] + [None] * (needed - len(reused))
+
     # -- scheduling ---------------------------------------------------------------------------
+    def _slot_of(self, b: int) -> int:
+        return (self.base + b) % len(self.slots)
+
     def _submit_until(self, stop: int) -> None:
-        """Submit batches up to (not including) ``stop``; batch b decodes into slot b % S."""
-        while self.submitted < min(stop, len(self.batches)):
-            self._submit(self.submitted)
+        """Submit batches up to (not including) position ``stop``; positions past this
+        epoch's last batch are the next epoch's first ones."""
+        n = len(self.batches)
+        while self.submitted < min(stop, n):
+            self.inflight[self.submitted] = self._submit(self.epoch, self.batches[self.submitted],
+                                                         self._slot_of(self.submitted))
             self.submitted += 1
+        if stop > n and self.pool is not None:
+            ahead = self._ahead()
+            while ahead is not None and ahead.submitted < min(stop - n, len(ahead.batches)):
+                j = ahead.submitted
+                ahead.inflight[j] = self._submit(ahead.epoch, ahead.batches[j],
+                                                 self._slot_of(n + j))
+                ahead.submitted += 1
+
+    def _ahead(self) -> _Ahead | None:
+        """The epoch the loader will run next, as it stands now (made once)."""
+        if not self._looked_ahead:
+            self._looked_ahead = True
+            loader = self.loader
+            epoch, start = loader._epoch, loader._start_sample
+            batches = loader._sampler().batches(epoch, offset=start)
+            if batches:
+                self.ahead = _Ahead(loader._epoch_key(epoch, start), batches, epoch)
+        return self.ahead
 
     def _slice_size(self, n: int) -> int:
         return max(1, math.ceil(n / (self.loader.num_threads * 4)))
 
-    def _submit(self, b: int) -> None:
-        slot_index = b % len(self.slots)
+    def _submit(self, epoch: int, indices: np.ndarray, slot_index: int) -> _InFlight:
         event = self.slot_events[slot_index]
         if event is not None:  # the GPU may still be copying out of this slot
             event.synchronize()
             self.slot_events[slot_index] = None
         slot = self.slots[slot_index]
-        indices = self.batches[b]
         for col in self.heaps:
             self.cache.check_unchanged(col, indices)
-        ctx = BatchContext(self.loader.seed, self.epoch, indices)
+        ctx = BatchContext(self.loader.seed, epoch, indices)
         plans = {p.field: p.decoder.plan(ctx, self.views[p.field]) for p in self.pipelines}
-
+        samples = {p.field: BatchSamples.gather(self.columns[p.field], indices)
+                   for p in self.pipelines}
         failed: list[tuple[int, SampleError]] | None = (
             [] if self.loader.on_error == "skip" else None)
-        run_slice = _slice_runner(self.pipelines, self.columns, slot, plans, indices,
+        run_slice = _slice_runner(self.pipelines, samples, slot, plans, indices,
                                   self.cache, failed)
         job = BatchJob(run_slice, len(indices), self._slice_size(len(indices)))
-        self.inflight[b] = (job, plans, ctx, failed)
         if self.pool is not None:
             self.pool.submit(job)
+        else:  # no image field: nothing to decode
+            for lo, hi in job.slices:
+                job.run(lo, hi)
+        return job, plans, ctx, failed
 
     # -- iteration ------------------------------------------------------------------------------
     def __iter__(self) -> _EpochIterator:
@@ -580,7 +729,7 @@ class _EpochIterator:
                 if self.pool is not None and self.loader.skipped:
                     log.warning("epoch %d: on_error='skip' left out %d sample(s); see "
                                 "loader.skipped", self.epoch, len(self.loader.skipped))
-                self.close()
+                self._hand_over()
                 raise StopIteration
             try:
                 # the consumer is done with batch b - 1: its slot takes batch b - 1 + S
@@ -626,7 +775,7 @@ class _EpochIterator:
         if keep is not None:
             indices = indices[keep]
             ctx = BatchContext(ctx.seed, ctx.epoch, indices, ctx.view)
-        slot_index = b % len(self.slots)
+        slot_index = self._slot_of(b)
         slot = self.slots[slot_index]
         out: dict[str, Any] = {}
         device = self.loader.device
@@ -651,7 +800,7 @@ class _EpochIterator:
                 continue
             col = self.cache.column(f.name)
             if isinstance(col, HeapColumn):
-                out[f.name] = col.values(indices)
+                out[f.name] = _heap_values(col, indices)
             else:
                 t = torch.from_numpy(col[indices])
                 if device is not None and device.type != "cpu":
@@ -668,18 +817,32 @@ class _EpochIterator:
     def __len__(self) -> int:
         return len(self.batches) - self.next_to_yield
 
+    def _hand_over(self) -> None:
+        """The epoch is exhausted: leave the next epoch's batches in flight to the loader."""
+        ahead = self.ahead
+        if ahead is None or not ahead.submitted or self.pool is None:
+            self.close()
+            return
+        self.loader._handover = _Handover(ahead, self.slots, self.slot_events,
+                                          self._slot_of(len(self.batches)), self.pool)
+        self.ahead = None
+        self.slots, self.slot_events = [], []
+        self.close()
+
     def close(self) -> None:
-        """Stop decoding and join the threads (idempotent; also run when the iterator dies)."""
-        for job, *_ in self.inflight.values():
-            job.cancelled = True
+        """Stop this epoch's decoding (idempotent; also run when the iterator dies): its
+        batches in flight are cancelled and waited for, so nothing writes into its slots
+        any more. The decode threads are the loader's and stay."""
+        inflight = list(self.inflight.values())
+        if self.ahead is not None:
+            inflight += self.ahead.inflight.values()
+            self.ahead = None
         self.inflight.clear()
         self.next_to_yield = len(self.batches)  # a later next() raises StopIteration
-        if self.pool is not None:
-            self.pool.close()
-            self.pool = None
-            # the threads are joined: nothing writes into the slots any more
+        if _cancel_and_wait(inflight, self.pool) and self.slots:
             self.loader._spare_slots.extend(zip(self.slots, self.slot_events))
-            self.slots, self.slot_events = [], []
+        self.slots, self.slot_events = [], []
+        self.pool = None
 
     def __del__(self) -> None:
         try:

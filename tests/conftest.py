@@ -57,9 +57,14 @@ def _no_open_file_leaks():
 
 @pytest.fixture(autouse=True)
 def _no_thread_leaks():
-    """Fail a test that leaves threads running (worker pools must shut down)."""
+    """Fail a test that leaves threads running (worker pools must shut down; a loader's
+    decode threads live as long as the loader, which a held traceback may keep in a
+    reference cycle until the collector runs)."""
     before = set(threading.enumerate())
     yield
+    import gc
+
+    gc.collect()
     deadline = time.monotonic() + 5.0
     while True:
         leaked = [

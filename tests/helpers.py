@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import io
-import os
-import platform
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-#: Where pyproject.toml installs the ``turbojpeg`` wheel (a libjpeg-turbo 3 library), so
-#: partial JPEG decoding must work; keep in step with its markers.
-TURBOJPEG3_EXPECTED = (sys.platform == "linux" and platform.machine() == "x86_64"
-                       and (3, 10) <= sys.version_info[:2] < (3, 14))
 
 
 def encode(pixels: np.ndarray, fmt: str, **kw) -> bytes:
@@ -40,30 +32,11 @@ def folder_expectation(root: Path) -> list[dict]:
     return out
 
 
-def require_partial_decode() -> None:
-    """Skip the calling test where no libjpeg-turbo 3 library can be installed; fail it
-    where pyproject.toml should have installed one."""
-    from slipstream.decode.libturbojpeg import library, library_path
-    from slipstream.decode.turbo import TURBOJPEG_LIB_ENV
-
-    if hasattr(library(), "tj3Init"):
-        return
-    if TURBOJPEG3_EXPECTED:
-        fix = (f"{TURBOJPEG_LIB_ENV} chose it" if os.environ.get(TURBOJPEG_LIB_ENV)
-               else "pip install -e . installs the turbojpeg wheel (pyproject.toml)")
-        pytest.fail(f"{library_path()} has no TurboJPEG 3 API, which this platform should "
-                    f"have: {fix}")
-    pytest.skip("no libjpeg-turbo 3 library: the turbojpeg wheel has no build for "
-                f"{sys.platform} {platform.machine()} Python {sys.version_info[:2]}")
-
-
 def set_jpeg_decode(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
-    """Decode JPEG crops whole (``"full"``) or only their region (``"partial"``; skipped
-    or failed as :func:`require_partial_decode`) for the rest of a test."""
+    """Decode JPEG crops whole (``"full"``) or only their region (``"partial"``) for the
+    rest of a test."""
     from slipstream.decode import pixels
 
-    if mode == "partial":
-        require_partial_decode()
     monkeypatch.setattr(pixels, "partial_decode", mode == "partial")
 
 

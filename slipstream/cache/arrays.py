@@ -316,6 +316,7 @@ class ByteHeap:
         self.sizes = sizes
         n_chunks = -(-self.length // self.chunk_bytes) if self.length else 0
         self._views: list[np.ndarray] = []
+        self._bases: np.ndarray | None = None  # the maps' addresses, for locate()
         #: each chunk file's identity when it was mapped: see :meth:`changed_chunks`
         self._stamps: list[tuple[int, int, int] | None] = []
         #: which chunks' mapped bytes were hashed against the manifest (:meth:`verify_chunk`)
@@ -358,6 +359,28 @@ class ByteHeap:
     def gather(self, indices: np.ndarray | list[int]) -> list[np.ndarray]:
         """Views of several values (no copy for values within one chunk)."""
         return [self.view(int(i)) for i in indices]
+
+    def locate(self, indices: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The memory addresses (``uint64``) of values ``indices``, for native code, and the
+        arrays that must stay alive while it reads them (the chunk maps, and a joined copy
+        of each value that straddles chunks). Vectorised: no per-value Python."""
+        indices = np.asarray(indices, np.int64)
+        keep: list[np.ndarray] = list(self._views)
+        if not keep or not len(indices):
+            return np.zeros(len(indices), np.uint64), keep
+        bases = self._bases
+        if bases is None or len(bases) != len(keep):  # once: the maps do not move
+            bases = self._bases = np.fromiter((v.ctypes.data for v in keep), np.uint64,
+                                              len(keep))
+        offsets = self.offsets[indices].astype(np.uint64)
+        sizes = self.sizes[indices].astype(np.uint64)
+        chunk, start = np.divmod(offsets, np.uint64(self.chunk_bytes))
+        addresses = bases[np.minimum(chunk, len(keep) - 1).astype(np.intp)] + start
+        for k in np.flatnonzero(start + sizes > self.chunk_bytes).tolist():
+            joined = self.view(int(indices[k]))
+            keep.append(joined)
+            addresses[k] = joined.ctypes.data
+        return addresses, keep
 
     def chunk_path(self, c: int) -> Path:
         return _chunk_path(self.array_dir, c)

@@ -6,14 +6,28 @@ Boxes are integer ``(top, left, height, width)`` in the source image's pixels.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["random_resized_crop_boxes", "center_crop_boxes", "snap_to_dct_grid", "ATTEMPTS"]
+__all__ = [
+    "random_resized_crop_boxes",
+    "center_crop_boxes",
+    "CropPlan",
+    "plan_crops",
+    "dct_denominators",
+    "dct_denominator",
+    "snap_to_dct_grid",
+    "ATTEMPTS",
+]
 
 #: Attempts before falling back to a centre crop, as torchvision does.
 ATTEMPTS = 10
+
+#: The DCT scale denominators used: libjpeg-turbo's others cost more than a full decode.
+_DENOMS = (2, 4, 8)
 
 
 def random_resized_crop_boxes(
@@ -66,23 +80,77 @@ def center_crop_boxes(heights: np.ndarray, widths: np.ndarray, ratio: float) -> 
     return np.stack([top, left, side, side], 1)
 
 
-def snap_to_dct_grid(boxes: np.ndarray, heights: np.ndarray, widths: np.ndarray,
-                     out_h: int, out_w: int) -> np.ndarray:
-    """Grow each box outwards to the pixel grid it will be read on.
+@dataclass(frozen=True)
+class CropPlan:
+    """A batch's crops, planned once before any pixel is decoded.
+
+    ``boxes`` (``int64 (n, 4)``, C-contiguous): full-resolution ``(top, left, height,
+    width)``; ``denoms`` (``int64 (n,)``): the DCT scale 1/d (d in 1, 2, 4, 8) a JPEG
+    sample is decoded at. Each box lies on the grid of its scale, so the decoded region
+    is exactly the box; the decode kernel obeys both and derives nothing itself. Reads
+    like the boxes array (indexing, iteration, ``np.asarray``, ``.T``).
+    """
+
+    boxes: np.ndarray
+    denoms: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __getitem__(self, k: Any) -> np.ndarray:
+        return self.boxes[k]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self.boxes)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self.boxes if dtype is None else self.boxes.astype(dtype)
+
+    @property
+    def T(self) -> np.ndarray:  # noqa: N802 (numpy's name)
+        return self.boxes.T
+
+
+def dct_denominators(box_h: np.ndarray, box_w: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Per box, the largest power-of-two DCT scaling (1/2, 1/4, 1/8) that still leaves the
+    crop at least ``out_h x out_w``, else 1. libjpeg-turbo's other factors cost more than
+    a full decode (measured; see ARCHITECTURE.md)."""
+    d = np.ones(len(box_h), np.int64)
+    for den in _DENOMS:
+        d[(box_h >= out_h * den) & (box_w >= out_w * den)] = den
+    return d
+
+
+def dct_denominator(box_h: int, box_w: int, out_h: int, out_w: int) -> int:
+    """:func:`dct_denominators` for one box."""
+    return int(dct_denominators(np.array([box_h]), np.array([box_w]), out_h, out_w)[0])
+
+
+def plan_crops(boxes: np.ndarray, heights: np.ndarray, widths: np.ndarray, out_h: int,
+               out_w: int) -> CropPlan:
+    """The :class:`CropPlan` of ``boxes`` resized to ``out_h x out_w``: each box's DCT
+    scale 1/d (:func:`dct_denominators`), and the box grown outwards to the grid it is
+    read on.
 
     A crop decoded at 1/d can only start and end on multiples of d; snapping the plan
     makes the decoded region exactly the planned box. Boxes decoded at full size snap to
     even coordinates, which aligns them with 4:2:0 chroma samples, so YUV420 crops need
-    no sub-pixel resampling (a box grows by at most one pixel on each side). See
-    :func:`slipstream.decode.pixels.dct_denominator` for the choice of d.
+    no sub-pixel resampling (a box grows by at most one pixel on each side).
     """
-    from .pixels import dct_denominator
+    boxes = np.asarray(boxes, np.int64).reshape(-1, 4)
+    H = np.asarray(heights, np.int64)
+    W = np.asarray(widths, np.int64)
+    top, left, h, w = boxes.T
+    denoms = dct_denominators(h, w, out_h, out_w)
+    g = np.maximum(2, denoms)
+    y0, x0 = top // g * g, left // g * g
+    y1 = np.minimum(H, -(-(top + h) // g) * g)
+    x1 = np.minimum(W, -(-(left + w) // g) * g)
+    snapped = np.ascontiguousarray(np.stack([y0, x0, y1 - y0, x1 - x0], 1))
+    return CropPlan(snapped, denoms)
 
-    out = boxes.copy()
-    for k, (top, left, h, w) in enumerate(boxes):
-        d = max(2, dct_denominator(int(h), int(w), out_h, out_w))
-        y0, x0 = top // d * d, left // d * d
-        y1 = min(int(heights[k]), -(-(top + h) // d) * d)
-        x1 = min(int(widths[k]), -(-(left + w) // d) * d)
-        out[k] = (y0, x0, y1 - y0, x1 - x0)
-    return out
+
+def snap_to_dct_grid(boxes: np.ndarray, heights: np.ndarray, widths: np.ndarray,
+                     out_h: int, out_w: int) -> np.ndarray:
+    """The boxes of :func:`plan_crops` (without their scales)."""
+    return plan_crops(boxes, heights, widths, out_h, out_w).boxes

@@ -4,7 +4,8 @@ Planes hold full-range (JFIF) YCbCr, as JPEG stores it: ``Y`` is ``h × w``, ``C
 ``Cr`` are ``ceil(h/2) × ceil(w/2)``, concatenated in that order. From a 4:2:0 JPEG
 the planes come straight out of libjpeg-turbo (no colour conversion, no lossy step);
 other subsamplings and formats are converted. At load time the three planes of the
-crop are resized to the output size and converted to RGB: no entropy decoding at all.
+crop are resized to the output size and converted to RGB by the native kernel
+(:mod:`slipstream.decode.kernel`): no entropy decoding at all.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ import ctypes
 import numpy as np
 
 from .libturbojpeg import library, refuse_undecodable
-from .pixels import antialiased_resize
 
-__all__ = ["yuv420_size", "jpeg_to_yuv420", "rgb_to_yuv420", "yuv420_crop_resize_into",
-           "split_planes"]
+__all__ = ["yuv420_size", "jpeg_to_yuv420", "rgb_to_yuv420", "split_planes"]
 
 _TJSAMP_420 = 2
 _TJSAMP_GRAY = 3
@@ -100,36 +99,3 @@ def _decode_planes(turbo, data: np.ndarray, planes: list[np.ndarray], strides: l
     rc = library().tjDecompressToYUVPlanes(turbo._handle, data.ctypes.data, data.nbytes, ptrs, w,
                                            c_strides, h, turbo.flags)
     turbo._check(rc, "decoding the JPEG to YUV planes")
-
-
-def yuv420_crop_resize_into(data: np.ndarray, height: int, width: int, box, out: np.ndarray,
-                            scratch: np.ndarray | None = None) -> None:
-    """Crop ``box`` (full-resolution coordinates) from packed planes, resize each plane to
-    ``out``'s size and convert to RGB into ``out`` (``uint8 [h, w, 3]``)."""
-    import cv2
-
-    y, cb, cr = split_planes(data, height, width)
-    top, left, bh, bw = (int(v) for v in box)
-    oh, ow = out.shape[:2]
-    ycc = scratch if scratch is not None and scratch.shape == (oh, ow, 3) else np.empty(
-        (oh, ow, 3), np.uint8)
-    luma = antialiased_resize(y[top : top + bh, left : left + bw], oh, ow)
-    if top % 2 == 0 and left % 2 == 0 and bh % 2 == 0 and bw % 2 == 0:
-        # the box is on the chroma grid (crop plans snap to it): a plain resize of the
-        # chroma region maps every output pixel to exactly the right chroma position
-        region = (slice(top // 2, (top + bh) // 2), slice(left // 2, (left + bw) // 2))
-        cr_out = antialiased_resize(cr[region], oh, ow)
-        cb_out = antialiased_resize(cb[region], oh, ow)
-    else:
-        # chroma sample k sits at luma coordinate 2k + 0.5: map each output pixel's centre
-        # to chroma coordinates with an exact affine map (odd sizes and offsets)
-        sx, sy = bw / (2 * ow), bh / (2 * oh)
-        to_chroma = np.array([[sx, 0.0, (left + 0.5 * bw / ow) / 2 - 0.5],
-                              [0.0, sy, (top + 0.5 * bh / oh) / 2 - 0.5]])
-        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-        cr_out = cv2.warpAffine(cr, to_chroma, (ow, oh), flags=flags,
-                                borderMode=cv2.BORDER_REPLICATE)
-        cb_out = cv2.warpAffine(cb, to_chroma, (ow, oh), flags=flags,
-                                borderMode=cv2.BORDER_REPLICATE)
-    cv2.merge([luma, cr_out, cb_out], dst=ycc)
-    cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB, dst=out)

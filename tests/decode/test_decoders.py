@@ -676,16 +676,35 @@ def test_fast_decode_is_close_to_the_accurate_one():
 
     from PIL import Image as _Image
 
-    from slipstream.decode.pixels import ThreadState, crop_resize_into
+    from slipstream.decode.kernel import decode_sample
     from slipstream.sample_data import natural_image as _natural
 
     rgb = _natural(np.random.default_rng(4), 240, 320)
     buf = _io.BytesIO()
     _Image.fromarray(rgb).save(buf, "JPEG", quality=90)
     data = np.frombuffer(buf.getvalue(), np.uint8)
-    state = ThreadState()
     accurate, fast = np.empty((2, 96, 96, 3), np.uint8)
-    crop_resize_into(state, data, 0, 240, 320, (20, 30, 180, 200), accurate)
-    crop_resize_into(state, data, 0, 240, 320, (20, 30, 180, 200), fast, fast=True)
+    decode_sample(data, Codec.JPEG, 240, 320, [(20, 30, 180, 200)], 1, [accurate])
+    decode_sample(data, Codec.JPEG, 240, 320, [(20, 30, 180, 200)], 1, [fast], fast=True)
     err = np.abs(accurate.astype(int) - fast.astype(int))
     assert 0 < err.mean() <= 2.0
+
+
+def test_plan_carries_the_scale_its_box_was_snapped_for():
+    """The DCT scale is decided once, from the planned box, and the box is snapped on that
+    scale's grid. (2, 2, 895, 895) -> 224 scales by 1/2 (895 < 4 x 224); snapped to
+    (2, 2, 896, 896) it would pass the 1/4 test, which a second derivation from the
+    snapped box used to pick, so the decoded region was not the planned one."""
+    from slipstream.decode.geometry import dct_denominator, plan_crops
+
+    plan = plan_crops(np.array([[2, 2, 895, 895]]), np.array([1000]), np.array([1000]),
+                      224, 224)
+    assert plan.boxes.tolist() == [[2, 2, 896, 896]] and plan.denoms.tolist() == [2]
+    assert dct_denominator(896, 896, 224, 224) == 4  # what re-deriving would have chosen
+    rng = np.random.default_rng(3)
+    H, W = rng.integers(100, 3000, 500), rng.integers(100, 3000, 500)
+    boxes = random_resized_crop_boxes(H, W, rng.random((500, 4 * ATTEMPTS)))
+    plan = plan_crops(boxes, H, W, 224, 224)
+    d = np.maximum(2, plan.denoms)
+    assert ((plan.boxes[:, 0] % d == 0) & (plan.boxes[:, 1] % d == 0)).all()
+    assert set(plan.denoms.tolist()) > {1, 2}

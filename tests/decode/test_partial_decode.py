@@ -1,29 +1,29 @@
-"""Partial JPEG decoding: with a TurboJPEG 3 library, a crop decodes only its region.
+"""Region decoding in the native kernel: a JPEG crop decodes only its region, through the
+libjpeg API of the system's libjpeg-turbo (``jpeg_crop_scanline``, ``jpeg_skip_scanlines``).
 
 What is checked, and against what
 ---------------------------------
 * Against Pillow, through the loader, with the same per-regime tolerances as the full
   decode (tests/decode/test_decoders.py: ``assert_within_tolerance``), on JPEGs of every
-  subsampling TurboJPEG names (4:4:4, 4:2:2, 4:2:0, 4:4:0, 4:1:1, grayscale), odd and
-  tiny sizes, progressive and with restart markers; crops that enlarge, shrink, and
-  shrink with DCT scaling.
-* Against the full decode (whole image, then crop), before any resize, on boxes that
-  touch every edge and corner, 1-pixel strips, the whole image and random boxes, at
-  DCT scales 1, 1/2, 1/4 and 1/8, with the accurate and the fast IDCT. The region is
-  decoded a few pixels wider than the crop (``_tj3.CONTEXT``) so that chroma upsampling
-  sees the same neighbours as in a full decode. Measured: identical, max difference 0
-  and mean 0, on every box here and on ~20000 random crops (sizes 1-700 pixels, every
-  subsampling, baseline and progressive); without the margin, up to 56 levels on the
-  crop's outermost pixels (mean 0.02-0.5 per crop). The one exception is not about
-  crops: images of a few pixels, where ``tjDecompress2`` picks a larger scale (3/8
-  rather than 1/8) because both give the same size.
-* ``fast=True`` (plain chroma upsampling) always decodes the whole image: libjpeg-turbo's
-  row skipping with merged upsampling writes past the buffer (it crashed the process).
-* Errors: truncated and corrupt JPEGs raise ``JpegDecodeError`` (``SampleError`` in the
-  loader) as on the full path, whichever crop is asked for.
-* Library discovery: the environment variable wins, a system TurboJPEG 3 library next,
-  then the ``turbojpeg`` wheel's, then a system 2.x library; nothing found is a
-  ``MissingDependencyError`` that says how to install one.
+  subsampling (4:4:4, 4:2:2, 4:2:0, 4:4:0, 4:1:1, grayscale, and 2x1 sampling in every
+  component), odd and tiny sizes, progressive and with restart markers; crops that
+  enlarge, shrink, and shrink with DCT scaling. The region path's batches equal the
+  whole-image path's exactly.
+* Against an independent whole-image decode (TurboJPEG's ``tjDecompress2`` through
+  slipstream's ctypes binding, at the same DCT scale, then cropped), before any resize:
+  the kernel is asked for an output exactly the size of the scaled box, where its
+  resize is the identity. On boxes that touch every edge and corner, 1-pixel strips,
+  the whole image and random boxes, at scales 1, 1/2, 1/4 and 1/8: identical. The
+  region is decoded a few pixels wider than the crop (``CONTEXT``) so that chroma
+  upsampling sees the same neighbours as in a full decode. (Images of a few pixels are
+  compared with the kernel's own whole-image mode only: there ``tjDecompress2`` picks a
+  larger scale that gives the same size.)
+* ``fast=True`` (plain chroma upsampling: libjpeg-turbo's row skipping with merged
+  upsampling writes past the buffer) never skips or crops: its region and whole-image
+  results are identical.
+* Errors: truncated and corrupt JPEGs are errors whichever crop is asked for, with the
+  same code as a whole-image decode; malformed JPEGs the library would decode at
+  another geometry than planned are refused before a row is written.
 """
 
 from __future__ import annotations
@@ -40,38 +40,49 @@ from PIL import Image
 
 from slipstream import DecodeCenterCrop, DecodeRandomResizedCrop, SlipstreamDataset, SlipstreamLoader
 from slipstream.cache import Cache, Codec
-from slipstream.decode import _tj3, libturbojpeg, pixels
-from slipstream.decode.libturbojpeg import JpegDecodeError, TurboDecoder, library, library_path
-from slipstream.decode.pixels import ThreadState, dct_denominator, decode_region
-from slipstream.errors import MissingDependencyError, SampleError
+from slipstream.decode import kernel, pixels
+from slipstream.decode.kernel import KernelDecodeError, decode_sample
+from slipstream.decode.libturbojpeg import TurboDecoder, library_path, scaled_size
+from slipstream.errors import SampleError
 from slipstream.sample_data import natural_image
 
-from ..helpers import TURBOJPEG3_EXPECTED, encode, require_partial_decode, set_jpeg_decode
+from .helpers import encode, set_jpeg_decode
 from .test_decoders import assert_within_tolerance, crop_cases
 
 _TJSAMP = {"444": 0, "422": 1, "420": 2, "gray": 3, "440": 4, "411": 5}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _needs_tj3() -> None:
-    """Before the module's fixtures too: they encode with TurboJPEG 3 library calls."""
-    require_partial_decode()
-
-
 def tj_encode(rgb: np.ndarray, subsampling: str, quality: int = 90) -> bytes:
     """Encode with libjpeg-turbo itself: Pillow cannot write 4:4:0 or 4:1:1."""
-    lib = library()
+    c = ctypes
+    lib = c.CDLL(library_path())
+    lib.tjInitCompress.restype = c.c_void_p
+    lib.tjCompress2.argtypes = [c.c_void_p, c.c_void_p, c.c_int, c.c_int, c.c_int, c.c_int,
+                                c.POINTER(c.POINTER(c.c_ubyte)), c.POINTER(c.c_ulong), c.c_int,
+                                c.c_int, c.c_int]
+    lib.tjFree.argtypes = [c.c_void_p]
+    lib.tjDestroy.argtypes = [c.c_void_p]
     h, w = rgb.shape[:2]
     rgb = np.ascontiguousarray(rgb)
     handle = lib.tjInitCompress()
-    buf, size = ctypes.POINTER(ctypes.c_ubyte)(), ctypes.c_ulong(0)
+    buf, size = c.POINTER(c.c_ubyte)(), c.c_ulong(0)
     try:
-        assert lib.tjCompress2(handle, rgb.ctypes.data, w, w * 3, h, 0, ctypes.byref(buf),
-                               ctypes.byref(size), _TJSAMP[subsampling], quality, 0) == 0
-        return ctypes.string_at(buf, size.value)
+        assert lib.tjCompress2(handle, rgb.ctypes.data, w, w * 3, h, 0, c.byref(buf),
+                               c.byref(size), _TJSAMP[subsampling], quality, 0) == 0
+        return c.string_at(buf, size.value)
     finally:
         lib.tjFree(buf)
         lib.tjDestroy(handle)
+
+
+def wide_sampling(rgb: np.ndarray) -> bytes:
+    """2x1 sampling in all three components: TurboJPEG calls it 4:4:4 (8-pixel iMCU
+    columns) but libjpeg crops it on 16-pixel columns."""
+    raw = bytearray(encode(rgb, "JPEG", quality=90, subsampling=0))
+    sof = raw.find(b"\xff\xc0")
+    for k in range(3):
+        raw[sof + 11 + 3 * k] = 0x21
+    return bytes(raw)
 
 
 def variety() -> dict[str, bytes]:
@@ -89,6 +100,7 @@ def variety() -> dict[str, bytes]:
     out["411_333x451.jpg"] = tj_encode(img, "411")
     out["progressive_333x451.jpg"] = encode(img, "JPEG", quality=85, progressive=True)
     out["restarts_333x451.jpg"] = encode(img, "JPEG", quality=85, restart_marker_blocks=3)
+    out["wide_64x80.jpg"] = wide_sampling(natural_image(rng, 64, 80))
     return out
 
 
@@ -106,9 +118,9 @@ def variety_cache(tmp_path_factory: pytest.TempPathFactory) -> Cache:
 
 # -- against Pillow, through the loader --------------------------------------------------------
 #: name: (decoder, whether the Pillow tolerances apply). They are stated for the crops
-#: tests/decode/test_decoders.py measures; outputs of 32-64 pixels DCT-scaled by 1/8, and 4:1:1
-#: images at 1/4 and below, exceed the ``dct`` bound on the full path too (mean up to
-#: 10.7 against 6): those are compared with the full decode only.
+#: tests/test_decoders.py measures; outputs of 32-64 pixels DCT-scaled by 1/8, and 4:1:1
+#: images at 1/4 and below, exceed the ``dct`` bound on the full path too: those are
+#: compared with the full decode only.
 DECODERS = {
     "rrc224": (lambda: DecodeRandomResizedCrop(224), True),
     "rrc112": (lambda: DecodeRandomResizedCrop(112), True),
@@ -142,7 +154,7 @@ def _batch(cache: Cache, decoder, seed: int) -> torch.Tensor:
     return next(iter(loader))["image"].clone()
 
 
-# -- against the full decode, box by box ---------------------------------------------------------
+# -- against a whole-image decode, box by box ----------------------------------------------------
 def edge_boxes(h: int, w: int, rng: np.random.Generator) -> list[tuple[int, int, int, int]]:
     """Corners, edges, 1-pixel strips, the whole image, and random boxes."""
     bh, bw = max(1, (h * 2) // 3), max(1, (w * 3) // 5)
@@ -155,113 +167,79 @@ def edge_boxes(h: int, w: int, rng: np.random.Generator) -> list[tuple[int, int,
     return boxes
 
 
-def _region(state: ThreadState, data: np.ndarray, h: int, w: int, box, out: tuple[int, int],
-            fast: bool = False) -> np.ndarray:
-    return decode_region(state, data, Codec.JPEG, h, w, box, *out, fast=fast).copy()
+def scaled(box, d: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """The box on the 1/d grid, rounded outwards and clipped (what the kernel decodes)."""
+    top, left, bh, bw = box
+    y0, x0 = top // d, left // d
+    y1 = min(scaled_size(h, d), -(-(top + bh) // d))
+    x1 = min(scaled_size(w, d), -(-(left + bw) // d))
+    return y0, x0, y1 - y0, x1 - x0
 
 
-@pytest.mark.parametrize("fast_dct", [False, True])
-def test_partial_region_equals_the_full_decode_crop(monkeypatch, fast_dct):
+def kernel_region(data: np.ndarray, h: int, w: int, box, d: int, region: bool = True,
+                  fast: bool = False) -> np.ndarray:
+    """The kernel's decoded pixels of ``box`` at 1/d: the output is the scaled box's own
+    size, where the resize copies."""
+    _, _, sh, sw = scaled(box, d, h, w)
+    out = np.empty((sh, sw, 3), np.uint8)
+    decode_sample(data, Codec.JPEG, h, w, [box], d, [out], region=region, fast=fast)
+    return out
+
+
+def test_region_decode_equals_an_independent_whole_image_decode():
     rng = np.random.default_rng(5)
-    state = ThreadState(fast_dct=fast_dct)
-    scales, n = set(), 0
+    turbo = TurboDecoder()
+    n = 0
     for name, raw in variety().items():
         data = np.frombuffer(raw, np.uint8)
-        hdr = state.turbo.header(data)
-        for box in edge_boxes(hdr.height, hdr.width, rng):
-            for d in (1, 2, 4, 8):  # an output size that makes the decoder pick 1/d
-                out = (max(1, box[2] // d), max(1, box[3] // d))
-                scales.add(dct_denominator(box[2], box[3], *out))
-                monkeypatch.setattr(pixels, "partial_decode", False)
-                full = _region(state, data, hdr.height, hdr.width, box, out)
-                monkeypatch.setattr(pixels, "partial_decode", True)
-                part = _region(state, data, hdr.height, hdr.width, box, out)
-                assert part.shape == full.shape, (name, box, out)
-                assert np.array_equal(part, full), (
-                    f"{name} box {box} at 1/{dct_denominator(box[2], box[3], *out)}: max "
-                    f"{np.abs(part.astype(int) - full).max()}")
+        hdr = turbo.header(data)
+        h, w = hdr.height, hdr.width
+        for d in (1, 2, 4, 8):
+            whole = np.empty((scaled_size(h, d), scaled_size(w, d), 3), np.uint8)
+            turbo.decode_rgb(data, whole)
+            independent = min(h, w) >= 64  # tiny images: tjDecompress2 picks another scale
+            for box in edge_boxes(h, w, rng):
+                got = kernel_region(data, h, w, box, d)
+                y0, x0, sh, sw = scaled(box, d, h, w)
+                want = (whole[y0 : y0 + sh, x0 : x0 + sw] if independent
+                        else kernel_region(data, h, w, box, d, region=False))
+                assert np.array_equal(got, want), (
+                    f"{name} box {box} at 1/{d}: max {np.abs(got.astype(int) - want).max()}")
                 n += 1
-    assert scales == {1, 2, 4, 8} and n > 1000
+    assert n > 1500
 
 
-def test_fast_decode_never_takes_the_region_path(monkeypatch):
-    """``fast=True`` means merged chroma upsampling, with which libjpeg-turbo's row
-    skipping writes past the output buffer: such crops decode the whole image."""
-    set_jpeg_decode(monkeypatch, "partial")
-    state = ThreadState()
-    calls = []
-    real = state.turbo.decode_region_rgb
-    monkeypatch.setattr(state.turbo, "decode_region_rgb",
-                        lambda *a, **k: calls.append(1) or real(*a, **k))
+def test_fast_decode_never_skips_or_crops():
+    """``fast=True`` decodes every row and column down to the crop (merged upsampling
+    with skipping is unsafe): its region and whole-image results are the same, and it
+    differs from the accurate decode."""
     data = np.frombuffer(variety()["420_375x500.jpg"], np.uint8)
-    fast = _region(state, data, 375, 500, (13, 73, 355, 343), (100, 100), fast=True)
-    assert not calls
-    accurate = _region(state, data, 375, 500, (13, 73, 355, 343), (100, 100))
-    assert calls and fast.shape == accurate.shape and not np.array_equal(fast, accurate)
+    box = (13, 73, 355, 343)
+    fast = kernel_region(data, 375, 500, box, 1, fast=True)
+    assert np.array_equal(fast, kernel_region(data, 375, 500, box, 1, region=False, fast=True))
+    accurate = kernel_region(data, 375, 500, box, 1)
+    assert not np.array_equal(fast, accurate)
+    assert np.abs(fast.astype(int) - accurate).mean() < 4  # raw pixels: no resize averages
 
 
-def test_region_decode_without_context_differs_at_the_edges():
-    """Why ``_tj3.CONTEXT`` exists: decoding exactly the (aligned) crop changes its border
-    pixels in a 4:2:0 image; the margin brings them back."""
-    data = np.frombuffer(encode(natural_image(np.random.default_rng(2), 200, 300), "JPEG",
-                                quality=92), np.uint8)
-    full = np.empty((200, 300, 3), np.uint8)
-    dec = TurboDecoder()
-    dec.decode_rgb(data, full)
-    box = (40, 64, 100, 150)  # left on the 16-pixel iMCU grid: no column of context
-    scratch = lambda h, w: np.empty((h, w, 3), np.uint8)  # noqa: E731
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_tj3, "CONTEXT", 0)
-        bare = dec.decode_region_rgb(data, box, 1, scratch)
-    with_context = dec.decode_region_rgb(data, box, 1, scratch)
-    want = full[40:140, 64:214]
-    assert np.abs(bare.astype(int) - want).max() > 4
-    assert np.array_equal(with_context, want)
-
-
-def test_sampling_wider_than_its_turbojpeg_name_decodes_whole_rows():
-    """2x1 sampling in all three components: TurboJPEG calls it 4:4:4 (8-pixel iMCU) but
-    libjpeg crops on 16-pixel columns and refuses an 8-aligned region; the decoder then
-    decodes whole rows, same pixels."""
-    raw = bytearray(encode(natural_image(np.random.default_rng(3), 64, 80), "JPEG",
-                           quality=90, subsampling=0))
-    sof = raw.find(b"\xff\xc0")
-    for k in range(3):
-        raw[sof + 11 + 3 * k] = 0x21
-    data = np.frombuffer(bytes(raw), np.uint8)
-    dec = TurboDecoder()
-    assert dec.header(data).subsampling == _TJSAMP["444"]
-    full = np.empty((64, 80, 3), np.uint8)
-    dec.decode_rgb(data, full)
-    for left in (10, 26, 40):
-        got = dec.decode_region_rgb(data, (5, left, 30, 20), 1,
-                                    lambda h, w: np.empty((h, w, 3), np.uint8))
-        assert np.array_equal(got, full[5:35, left : left + 20]), left
-
-
-def test_decode_threads_each_use_their_own_handles(monkeypatch):
-    """One decoder per thread, as for the full decode: concurrent region decodes give
-    the same pixels as one thread alone."""
-    set_jpeg_decode(monkeypatch, "partial")
+def test_decode_threads_each_use_their_own_worker():
+    """One kernel worker per thread: concurrent region decodes give the same pixels as one
+    thread alone."""
     images = [np.frombuffer(raw, np.uint8) for raw in variety().values()]
     rng = np.random.default_rng(9)
+    turbo = TurboDecoder()
     jobs = []
-    alone = ThreadState()
     for data in images:
-        hdr = alone.turbo.header(data)
+        hdr = turbo.header(data)
         for box in edge_boxes(hdr.height, hdr.width, rng)[:8]:
-            jobs.append((data, hdr.height, hdr.width, box))
-    want = [_region(alone, *job, (max(1, job[3][2] // 2), max(1, job[3][3] // 2)), False)
-            for job in jobs]
+            jobs.append((data, hdr.height, hdr.width, box, 2))
+    want = [kernel_region(*job) for job in jobs]
     failures: list[str] = []
 
     def work() -> None:
-        state = ThreadState()
         for _ in range(3):
             for k, job in enumerate(jobs):
-                got = _region(state, *job, (max(1, job[3][2] // 2), max(1, job[3][3] // 2)),
-                              False)
-                if not np.array_equal(got, want[k]):
+                if not np.array_equal(kernel_region(*job), want[k]):
                     failures.append(f"job {k}")
 
     threads = [threading.Thread(target=work) for _ in range(4)]
@@ -272,19 +250,33 @@ def test_decode_threads_each_use_their_own_handles(monkeypatch):
     assert not failures
 
 
+def test_union_of_views_decodes_once_with_each_views_pixels():
+    """Several boxes of one sample (multi-crop) come from one region decode of their
+    union: each equals its own decode alone."""
+    data = np.frombuffer(variety()["420_601x803.jpg"], np.uint8)
+    boxes = [(10, 20, 300, 400), (400, 600, 150, 160), (0, 0, 601, 803)]
+    sizes = [(96, 128), (40, 40), (64, 80)]
+    together = [np.empty((*s, 3), np.uint8) for s in sizes]
+    decode_sample(data, Codec.JPEG, 601, 803, boxes, 2, together)
+    for box, size, got in zip(boxes, sizes, together):
+        alone = np.empty((*size, 3), np.uint8)
+        decode_sample(data, Codec.JPEG, 601, 803, [box], 2, [alone])
+        assert np.array_equal(got, alone), box
+
+
 # -- errors ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def jpeg() -> bytes:
     return encode(natural_image(np.random.default_rng(4), 240, 320), "JPEG", quality=90)
 
 
-def _outcome(data: bytes, box, partial: bool, monkeypatch) -> str:
-    monkeypatch.setattr(pixels, "partial_decode", partial)
+def _outcome(data: bytes, box, region: bool) -> str:
     try:
-        decode_region(ThreadState(), np.frombuffer(data, np.uint8), Codec.JPEG, 240, 320, box,
-                      60, 80)
-    except JpegDecodeError as exc:
-        return f"JpegDecodeError: {str(exc).split(': ', 1)[1]}"
+        out = np.empty((60, 80, 3), np.uint8)
+        decode_sample(np.frombuffer(data, np.uint8), Codec.JPEG, 240, 320, [box], 1, [out],
+                      region=region)
+    except KernelDecodeError as exc:
+        return kernel.ERROR_NAMES[exc.code]
     return "ok"
 
 
@@ -305,30 +297,62 @@ def damaged(jpeg: bytes, damage: str) -> bytes:
 
 @pytest.mark.parametrize("damage", ["truncated", "truncated-early", "zero-height",
                                     "bad-huffman", "no-sof"])
-def test_damaged_jpeg_fails_as_on_the_full_path(jpeg, damage, monkeypatch):
+def test_damaged_jpeg_fails_as_on_the_full_path(jpeg, damage):
     """Whichever crop is asked for, even one the damage does not reach: data that does
-    not end with the end-of-image marker decodes whole, so a truncated file is an error
-    every epoch, not only when the random crop reaches its end. (libjpeg's message is
-    the same; the step it names may differ.)"""
+    not end with the end-of-image marker decodes to the end, so a truncated file is an
+    error every epoch, not only when the random crop reaches its end."""
     data = damaged(jpeg, damage)
     for box in [(0, 0, 40, 60), (0, 0, 240, 320), (200, 280, 40, 40)]:
-        full = _outcome(data, box, False, monkeypatch)
-        part = _outcome(data, box, True, monkeypatch)
-        assert full.startswith("JpegDecodeError"), (box, full)
-        assert part == full, box
+        full = _outcome(data, box, False)
+        assert full != "ok", (box, full)
+        assert _outcome(data, box, True) == full, box
 
 
-def test_region_decode_reports_truncation_it_reaches(jpeg):
-    """The region decoder itself sees only the data its rows need: truncation inside the
-    region is an error; beyond it, not (why ``decode_region`` checks the end marker)."""
-    data = np.frombuffer(jpeg[: len(jpeg) // 2], np.uint8)
-    dec = TurboDecoder()
-    scratch = lambda h, w: np.empty((h, w, 3), np.uint8)  # noqa: E731
-    with pytest.raises(JpegDecodeError, match="Premature end"):
-        dec.decode_region_rgb(data, (200, 0, 40, 320), 1, scratch)
-    assert dec.decode_region_rgb(data, (0, 0, 16, 320), 1, scratch).shape == (16, 320, 3)
-    with pytest.raises(ValueError, match="not inside"):
-        dec.decode_region_rgb(np.frombuffer(jpeg, np.uint8), (0, 300, 10, 40), 1, scratch)
+@pytest.mark.parametrize("patch,code", [
+    ("sof3", "corrupt"),  # lossless: libjpeg-turbo 2.x refuses it; 3.x would ignore the scale
+    ("precision12", "corrupt"),  # 12-bit samples: refused, never read into 8-bit rows
+    ("taller", "header mismatch"),  # the header lies about the size the cache stored
+])
+def test_jpegs_not_decodable_as_planned_are_refused(jpeg, patch, code):
+    raw = bytearray(jpeg)
+    sof = raw.find(b"\xff\xc0")
+    if patch == "sof3":
+        raw[sof + 1] = 0xC3
+    elif patch == "precision12":
+        raw[sof + 4] = 12
+    else:
+        raw[sof + 5 : sof + 7] = (480).to_bytes(2, "big")
+    for region in (True, False):
+        assert _outcome(bytes(raw), (0, 0, 240, 320), region) in (code, "unsupported")
+
+
+def test_plans_the_kernel_cannot_obey_are_errors_not_writes(jpeg):
+    data = np.frombuffer(jpeg, np.uint8)
+    out = np.empty((8, 8, 3), np.uint8)
+    with pytest.raises(KernelDecodeError, match="bad crop box"):
+        decode_sample(data, Codec.JPEG, 240, 320, [(230, 0, 20, 20)], 1, [out])
+    with pytest.raises(KernelDecodeError, match="unexpected output geometry"):
+        decode_sample(data, Codec.JPEG, 240, 320, [(0, 0, 20, 20)], 3, [out])
+    with pytest.raises(KernelDecodeError, match="bad size"):
+        decode_sample(data, Codec.YUV420, 240, 320, [(0, 0, 20, 20)], 1, [out])
+    with pytest.raises(KernelDecodeError, match="too large"):
+        decode_sample(data, Codec.JPEG, 60000, 60000, [(0, 0, 20, 20)], 1, [out])
+    one = dict(addresses=np.array([data.ctypes.data], np.uint64),
+               sizes=np.array([data.nbytes], np.uint64), codecs=np.zeros(1, np.uint8),
+               heights=np.array([240], np.uint32), widths=np.array([320], np.uint32),
+               boxes=np.array([[0, 0, 20, 20]], np.int64), denoms=np.ones(1, np.int64))
+    with pytest.raises(ValueError, match="outs"):  # an output buffer smaller than it says
+        kernel.worker().run(*one.values(), (out[:4],), ((8, 8),), 0, 1, True, False,
+                            kernel.MAX_PIXELS)
+    with pytest.raises(ValueError, match="at least 2 items"):  # a slice past the arrays
+        kernel.worker().run(*one.values(), (out,), ((8, 8),), 0, 2, True, False,
+                            kernel.MAX_PIXELS)
+
+
+def test_kernel_pixel_bound_is_the_builds():
+    from slipstream.cache.images import MAX_PIXELS
+
+    assert kernel.MAX_PIXELS == MAX_PIXELS
 
 
 def test_truncated_sample_is_a_sample_error_in_the_loader(writable_folder: Path, tmp_path,
@@ -339,7 +363,7 @@ def test_truncated_sample_is_a_sample_error_in_the_loader(writable_folder: Path,
     cache = SlipstreamDataset(writable_folder, cache_dir=tmp_path / "c").build_cache(
         progress=False)
     pipelines = {"image": [DecodeRandomResizedCrop(16, scale=(0.01, 0.02))]}
-    with pytest.raises(SampleError):
+    with pytest.raises(SampleError, match="truncated"):
         list(SlipstreamLoader(cache, batch_size=4, shuffle=False, num_threads=1,
                               pipelines=pipelines))
     for seed in range(3):  # small crops far from the damage: skipped every time
@@ -350,116 +374,42 @@ def test_truncated_sample_is_a_sample_error_in_the_loader(writable_folder: Path,
 
 
 # -- switching it off ----------------------------------------------------------------------------
-def test_environment_turns_partial_decoding_off(jpeg, monkeypatch):
-    state = ThreadState()
-    calls = []
-    real = state.turbo.decode_region_rgb
-    monkeypatch.setattr(state.turbo, "decode_region_rgb",
-                        lambda *a, **k: calls.append(1) or real(*a, **k))
-    data = np.frombuffer(jpeg, np.uint8)
+def test_environment_turns_partial_decoding_off(monkeypatch):
     monkeypatch.setattr(pixels, "partial_decode", None)
-    for value, used in [("0", False), ("1", True), ("", True)]:
+    for value, on in [("0", False), ("1", True), ("", True)]:
         monkeypatch.setenv(pixels.PARTIAL_DECODE_ENV, value)
         monkeypatch.setattr(pixels, "_env_partial_decode", None)  # read once per process
-        calls.clear()
-        decode_region(state, data, Codec.JPEG, 240, 320, (10, 10, 100, 100), 50, 50)
-        assert bool(calls) == used, value
+        assert pixels.partial_decode_on() == on, value
     monkeypatch.setenv(pixels.PARTIAL_DECODE_ENV, "0")  # read once: a later change is not
-    decode_region(state, data, Codec.JPEG, 240, 320, (10, 10, 100, 100), 50, 50)  # seen
-    assert calls
+    assert pixels.partial_decode_on()  # seen
     monkeypatch.setenv(pixels.PARTIAL_DECODE_ENV, "yes")
     monkeypatch.setattr(pixels, "_env_partial_decode", None)
     with pytest.raises(ValueError, match="SLIPSTREAM_PARTIAL_DECODE"):
-        decode_region(state, data, Codec.JPEG, 240, 320, (10, 10, 100, 100), 50, 50)
+        pixels.partial_decode_on()
     monkeypatch.setattr(pixels, "partial_decode", False)  # the module flag wins
-    calls.clear()
-    decode_region(state, data, Codec.JPEG, 240, 320, (10, 10, 100, 100), 50, 50)
-    assert not calls
+    assert not pixels.partial_decode_on()
 
 
-# -- the library ---------------------------------------------------------------------------------
-def test_abi_check_passes_and_would_catch_a_wrong_parameter_number(monkeypatch):
-    lib = library()
-    _tj3.check_abi(lib, library_path())
-    # TJPARAM_SCANLIMIT: settable on a decompressor, no effect on a baseline JPEG
-    monkeypatch.setattr(_tj3, "TJPARAM_FASTDCT", 13)
-    with pytest.raises(RuntimeError, match="FASTDCT=1 differs"):
-        _tj3.check_abi(lib, "this lib")
-    monkeypatch.setattr(_tj3, "TJPARAM_FASTDCT", 10)
-    monkeypatch.setattr(_tj3, "TJPARAM_FASTUPSAMPLE", 11)  # TJPARAM_OPTIMIZE: refused
-    with pytest.raises(RuntimeError, match="this lib: .*OPTIMIZE"):
-        _tj3.check_abi(lib, "this lib")
-    monkeypatch.setattr(_tj3, "TJPARAM_FASTUPSAMPLE", 9)
-    monkeypatch.setattr(_tj3, "TJPARAM_JPEGWIDTH", 6)
-    with pytest.raises(RuntimeError, match="tj3Get reads"):
-        _tj3.check_abi(lib, "this lib")
-
-
-def test_a_failed_abi_check_is_not_one_bad_sample(monkeypatch, jpeg):
-    """It stops the loader even with ``on_error="skip"`` (MissingDependencyError), and
-    says how to carry on."""
-    monkeypatch.setattr(libturbojpeg, "_tj3_checked", False)
-    monkeypatch.setattr(_tj3, "TJPARAM_JPEGWIDTH", 6)
-    with pytest.raises(MissingDependencyError, match="SLIPSTREAM_PARTIAL_DECODE=0"):
-        TurboDecoder().decode_region_rgb(np.frombuffer(jpeg, np.uint8), (0, 0, 8, 8), 1,
-                                         lambda h, w: np.empty((h, w, 3), np.uint8))
-
-
-@pytest.fixture
-def no_system_library(monkeypatch):
-    monkeypatch.delenv(libturbojpeg.TURBOJPEG_LIB_ENV, raising=False)
-    monkeypatch.setattr(libturbojpeg.ctypes.util, "find_library", lambda name: None)
-    monkeypatch.setattr(libturbojpeg, "_CANDIDATES", ())
-
-
-def test_discovery_prefers_the_environment(monkeypatch):
-    monkeypatch.setenv(libturbojpeg.TURBOJPEG_LIB_ENV, "/somewhere/libturbojpeg.so.0")
-    assert libturbojpeg._find_library() == "/somewhere/libturbojpeg.so.0"
-
-
-@pytest.mark.skipif(not TURBOJPEG3_EXPECTED, reason="the turbojpeg wheel is not installed here")
-def test_discovery_finds_the_wheels_library(no_system_library):
-    """Through the distribution's file record (``import turbojpeg`` may be PyTurboJPEG's)."""
-    path = libturbojpeg._find_library()
-    assert Path(path).parent.name == "turbojpeg.libs" and Path(path).is_file()
-    assert hasattr(ctypes.CDLL(path), "tj3Init")
-
-
-@pytest.mark.skipif(not TURBOJPEG3_EXPECTED, reason="the turbojpeg wheel is not installed here")
-def test_discovery_order_system_tj3_then_wheel_then_system_2x(no_system_library, monkeypatch,
-                                                              tmp_path):
-    wheel = libturbojpeg._wheel_library()
-    assert wheel is not None
-    # a "system" library with the tj3 API beats the wheel's
-    system3 = tmp_path / "libturbojpeg.so.0"
-    system3.symlink_to(wheel)
-    monkeypatch.setattr(libturbojpeg, "_CANDIDATES", (str(system3),))
-    assert libturbojpeg._find_library() == str(system3)
-    # a 2.x-only system library loses to the wheel's, but is used without it
-    system2 = [p for p in ("/usr/lib/x86_64-linux-gnu/libturbojpeg.so.0",)
-               if Path(p).exists() and not hasattr(ctypes.CDLL(p), "tj3Init")]
-    if system2:
-        monkeypatch.setattr(libturbojpeg, "_CANDIDATES", tuple(system2))
-        assert libturbojpeg._find_library() == wheel
-        monkeypatch.setattr(libturbojpeg, "WHEEL_DISTRIBUTION", "no-such-distribution")
-        assert libturbojpeg._find_library() == system2[0]
-
-
-def test_discovery_without_any_library_says_how_to_install_one(no_system_library, monkeypatch):
-    monkeypatch.setattr(libturbojpeg, "WHEEL_DISTRIBUTION", "no-such-distribution")
-    with pytest.raises(MissingDependencyError, match="apt-get install libturbojpeg0"):
-        libturbojpeg._find_library()
-
-
+# -- the libraries -------------------------------------------------------------------------------
 def test_build_time_header_reads_use_our_binding():
-    """Cache builds read JPEG headers through slipstream's own binding (no PyTurboJPEG,
-    whose ``turbojpeg`` module the wheel's extension module would shadow)."""
+    """Cache builds read JPEG headers through slipstream's own TurboJPEG binding."""
     from slipstream.cache.images import header_reader, probe_image
 
     raw = encode(np.zeros((30, 40, 3), np.uint8), "JPEG")
     assert isinstance(header_reader(), TurboDecoder)
     info = probe_image(raw, "x.jpg")
     assert (info.height, info.width) == (30, 40)
+
+
+def test_a_missing_kernel_says_how_to_build_it(monkeypatch, tmp_path):
+    from slipstream.errors import MissingDependencyError
+
+    monkeypatch.setattr(kernel, "_module", None)
+    monkeypatch.setenv(kernel.KERNEL_ENV, str(tmp_path / "nowhere.so"))
+    with pytest.raises(MissingDependencyError, match="nowhere.so"):
+        kernel.load()
+    monkeypatch.delenv(kernel.KERNEL_ENV)
+    assert kernel.load().Worker  # the installed build
 
 
 def test_reference_images_are_what_they_claim():
@@ -469,6 +419,37 @@ def test_reference_images_are_what_they_claim():
     for name, raw in variety().items():
         seen[name.split("_")[0]] = dec.header(np.frombuffer(raw, np.uint8)).subsampling
     assert {k: v for k, v in seen.items() if k in _TJSAMP} == _TJSAMP
+    assert seen["wide"] == _TJSAMP["444"]  # named 4:4:4, cropped on 16-pixel columns
     with Image.open(io.BytesIO(variety()["progressive_333x451.jpg"])) as im:
         assert im.info.get("progressive")
     assert variety()["restarts_333x451.jpg"].count(b"\xff\xdd") == 1  # a DRI marker
+
+
+def test_simd_variants_give_the_same_pixels(jpeg):
+    """The AVX2 resampler (chosen at import where the CPU has it) and the baseline SSE2
+    one compute the same integer sums: identical outputs, checked in a child process
+    that turns AVX2 off."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, sys, numpy as np\n"
+        "from slipstream.decode.kernel import decode_sample, load\n"
+        "data = np.frombuffer(sys.stdin.buffer.read(), np.uint8)\n"
+        "h = hashlib.sha256()\n"
+        "for box, size in [((0, 0, 240, 320), (224, 224)), ((13, 7, 101, 203), (57, 91)),\n"
+        "                  ((100, 150, 20, 30), (64, 64))]:\n"
+        "    out = np.empty((*size, 3), np.uint8)\n"
+        "    decode_sample(data, 0, 240, 320, [box], 1, [out])\n"
+        "    h.update(out.tobytes())\n"
+        "print(load().SIMD, h.hexdigest())\n")
+    runs = {}
+    base = {k: v for k, v in os.environ.items() if k != "SLIPSTREAM_KERNEL_NO_AVX2"}
+    for env in (base, {**base, "SLIPSTREAM_KERNEL_NO_AVX2": "1"}):
+        simd, digest = subprocess.run([sys.executable, "-c", code], input=jpeg, env=env,
+                                      capture_output=True, check=True).stdout.decode().split()
+        runs[simd] = digest
+    if len(runs) == 1:
+        pytest.skip(f"only one SIMD variant on this machine: {list(runs)}")
+    assert len(set(runs.values())) == 1, runs

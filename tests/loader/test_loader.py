@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 import weakref
 from contextlib import nullcontext
 from pathlib import Path
@@ -67,6 +68,17 @@ def decode_threads():
                 if t not in before and t.name.startswith("slipstream-decode")]
 
     return started
+
+
+def decoding_stops(loader, timeout: float = 5.0) -> bool:
+    """Whether the loader's decode threads are (or soon become) idle: no slice queued or
+    running."""
+    deadline = time.monotonic() + timeout
+    while loader._pool is not None and not loader._pool.idle():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def epoch_indices(loader, index_of) -> list[np.ndarray]:
@@ -304,7 +316,7 @@ def test_worker_error_surfaces_as_sample_error(writable_folder, tmp_path, decode
     with pytest.raises(SampleError) as info:
         for batch in loader:
             good.append(batch["path"])
-    assert decode_threads() == []  # no thread left behind, right away
+    assert decoding_stops(loader)  # nothing left decoding, right away
     assert good == [paths[0:2], paths[2:4]]  # the batches before the bad one came through
     err = info.value
     assert err.index == 5 and err.path == bad
@@ -330,6 +342,8 @@ def test_transform_error_in_consumer_stops_the_decode_threads(cache, decode_thre
         for _ in loader:
             pass
     assert info.value is not None
+    assert decoding_stops(loader)
+    loader.close()  # the threads are the loader's: close() (or dropping it) stops them
     assert decode_threads() == []
 
 
@@ -339,7 +353,7 @@ def test_next_after_close_stops(cache, decode_threads):
     it = iter(loader)
     next(it)
     it.close()
-    assert decode_threads() == []
+    assert decoding_stops(loader)
     with pytest.raises(StopIteration):
         next(it)
 
@@ -417,13 +431,16 @@ def test_lambda_refuses_what_is_not_a_function_and_a_none_result(cache):
 
 
 # -- threads -----------------------------------------------------------------------------------
-def test_break_mid_epoch_leaves_no_decode_threads(cache, decode_threads):
+def test_break_mid_epoch_stops_decoding_and_dropping_the_loader_stops_its_threads(
+        cache, decode_threads):
     loader = SlipstreamLoader(cache, batch_size=2, shuffle=True, seed=0,
                               pipelines=crop_pipeline(), num_threads=3)
     for i, _ in enumerate(loader):
         assert decode_threads()  # decoding ahead while we consume
         if i == 1:
             break
+    assert decoding_stops(loader)
+    del loader
     assert decode_threads() == []
 
 
@@ -437,18 +454,63 @@ def test_deleting_loader_and_iterator_mid_epoch_leaves_no_decode_threads(cache, 
     assert decode_threads() == []
 
 
-def test_iterator_dropped_before_first_batch_leaves_no_threads(cache, decode_threads):
+def test_iterator_dropped_before_first_batch_stops_decoding(cache, decode_threads):
     loader = SlipstreamLoader(cache, batch_size=2, pipelines=crop_pipeline(), num_threads=2)
     it = iter(loader)  # decoding starts at once
     del it
+    assert decoding_stops(loader)
+    del loader
     assert decode_threads() == []
 
 
-def test_exhausted_epoch_leaves_no_decode_threads(cache, decode_threads):
+def test_decode_threads_live_as_long_as_the_loader(cache, decode_threads):
+    """Started once, kept from epoch to epoch, stopped when the loader goes."""
     loader = SlipstreamLoader(cache, batch_size=4, pipelines=crop_pipeline(), num_threads=2)
     it = iter(loader)
     assert len(list(it)) == len(loader)
-    assert decode_threads() == []  # even while the iterator object is still referenced
+    first = decode_threads()
+    assert len(first) == 2
+    assert len(list(loader)) == len(loader)
+    assert decode_threads() == first  # the same threads, not new ones
+    del it, loader
+    assert decode_threads() == []
+
+
+def test_next_epoch_is_decoding_before_this_one_ends(cache):
+    """The last batches of an epoch are consumed while the next epoch's first ones decode;
+    the next iteration starts from them."""
+    loader = SlipstreamLoader(cache, batch_size=4, seed=3, pipelines=crop_pipeline(),
+                              num_threads=2, prefetch=3)
+    assert len(list(loader)) == len(loader)
+    handover = loader._handover
+    assert handover is not None and handover.key[0] == 1 and handover.submitted == 2
+    jobs = [job for job, *_ in handover.inflight.values()]
+    it = iter(loader)
+    assert loader._handover is None
+    assert [it.inflight[b][0] for b in range(2)] == jobs  # adopted, not decoded again
+    del it
+
+
+@pytest.mark.parametrize("prefetch", [2, 3, 5])
+def test_epoch_boundary_prefetch_keeps_every_batch(cache, prefetch):
+    """Epochs run back to back (the next one's first batches decoding early) give exactly
+    the batches of epochs run one by one in fresh loaders; an epoch chosen with set_epoch
+    after the boundary (so the early batches are for the wrong epoch) too."""
+    kw = dict(batch_size=3, seed=5, pipelines=crop_pipeline(p=0.5), num_threads=2,
+              prefetch=prefetch)
+    loader = SlipstreamLoader(cache, **kw)
+    back_to_back = [snapshot(loader) for _ in range(3)]
+    loader.set_epoch(7)  # not the epoch that was prefetched
+    jumped = snapshot(loader)
+    for epoch, got in [(0, back_to_back[0]), (1, back_to_back[1]), (2, back_to_back[2]),
+                       (7, jumped)]:
+        fresh = SlipstreamLoader(cache, **kw)
+        fresh.set_epoch(epoch)
+        want = snapshot(fresh)
+        assert len(got) == len(want)
+        for a, b in zip(got, want):
+            assert a["path"] == b["path"] and torch.equal(a["image"], b["image"])
+            assert torch.equal(a["label"], b["label"])
 
 
 # -- datasets and caches -----------------------------------------------------------------------
@@ -539,7 +601,7 @@ def test_on_error_skip_leaves_out_bad_samples_and_reports_them(writable_folder, 
     with caplog.at_level("WARNING", logger="slipstream.loader"):
         batches = [{"image": b["image"].clone(), "label": b["label"].clone(),
                     "path": list(b["path"])} for b in loader]
-    assert decode_threads() == []
+    assert decoding_stops(loader)
     assert [b["path"] for b in batches] == [paths[0:2], paths[4:6], paths[7:8]]
     for b in batches:
         assert b["image"].shape[0] == b["label"].shape[0] == len(b["path"])
@@ -593,3 +655,21 @@ def test_on_error_raise_is_the_default_and_other_values_are_refused(writable_fol
                               pipelines=crop_pipeline()))
     with pytest.raises(ValueError, match="on_error must be one of"):
         SlipstreamLoader(cache, on_error="ignore")
+
+
+def test_string_fields_are_read_in_one_call_as_the_cache_holds_them(writable_folder, tmp_path):
+    """Paths (a str field) come out of the batch exactly as ``Column.values`` reads them,
+    non-ASCII names included."""
+    victim = sorted(writable_folder.rglob("*.jpg"))[3]
+    victim.rename(victim.with_name("çafé-ünï 名前.jpg"))
+    cache = SlipstreamDataset(writable_folder, cache_dir=tmp_path / "c").build_cache(
+        progress=False)
+    loader = SlipstreamLoader(cache, batch_size=5, shuffle=True, seed=2, num_threads=2,
+                              pipelines=crop_pipeline())
+    col = cache.column("path")
+    order = loader._sampler().batches(0)
+    seen = []
+    for batch, indices in zip(loader, order, strict=True):
+        assert batch["path"] == col.values(indices)
+        seen += batch["path"]
+    assert any("名前" in p for p in seen)

@@ -1,0 +1,156 @@
+"""The native decode kernel from Python: loading it, one worker per thread, error codes.
+
+``slipstream.decode._kernel`` (``_kernel.c``) decodes a whole slice of a batch per call
+with the GIL released: JPEG region decoding through the libjpeg API at the planned DCT
+scale, Pillow's anti-aliased (triangle) resize straight into the batch slot, and YUV 4:2:0
+crop + resize + colour conversion. Python plans the batch
+(:class:`~slipstream.decode.geometry.CropPlan`); the kernel obeys the plan. See
+docs/architecture.md for the contract.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ..errors import MissingDependencyError
+
+__all__ = [
+    "KERNEL_ENV",
+    "KernelDecodeError",
+    "load",
+    "worker",
+    "resize",
+    "failures",
+    "decode_sample",
+    "ERROR_NAMES",
+    "MAX_PIXELS",
+]
+
+#: Path of another build of the kernel to load instead of the installed one (the
+#: sanitizer build of ``nox -s sanitize``).
+KERNEL_ENV = "SLIPSTREAM_KERNEL"
+
+#: The most pixels one sample may have (the same bound as a cache build's): decode
+#: scratch memory is bounded by it.
+MAX_PIXELS = 178_956_970
+
+#: The kernel's per-sample result codes (``_kernel.c``), by name.
+ERROR_NAMES = {
+    1: "corrupt",
+    2: "truncated",
+    3: "header mismatch",
+    4: "unsupported",
+    5: "too large",
+    6: "bad crop box",
+    7: "bad size",
+    8: "unexpected output geometry",
+    9: "out of memory",
+}
+_NO_MEMORY = 9
+
+_INSTALL_HINT = (
+    "slipstream's native decode kernel (slipstream.decode._kernel) is not built. It is "
+    "compiled when slipstream is installed, which needs gcc and libjpeg-turbo's headers: "
+    "run scripts/setup.sh, or install them (Debian 12 `sudo apt-get install gcc "
+    "libjpeg62-turbo-dev`, Ubuntu `libjpeg-turbo8-dev`, conda `libjpeg-turbo`) and "
+    "reinstall slipstream (`pip install -e .`)"
+)
+
+
+class KernelDecodeError(ValueError):
+    """The kernel refused one sample: its bytes are damaged, truncated, not what the cache
+    table says, or of a kind it does not decode. ``code`` is the kernel's result code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"{ERROR_NAMES.get(code, f'error {code}')}: {message}")
+        self.code = code
+
+
+_module: ModuleType | None = None
+_lock = threading.Lock()
+
+
+def load() -> ModuleType:
+    """The kernel module (from :data:`KERNEL_ENV` if set); a clear error if not built."""
+    global _module
+    if _module is not None:
+        return _module
+    with _lock:
+        if _module is None:
+            path = os.environ.get(KERNEL_ENV)
+            if path:
+                spec = importlib.util.spec_from_file_location("slipstream.decode._kernel", path)
+                try:
+                    if spec is None or spec.loader is None:
+                        raise ImportError("not an extension module")
+                    mod = importlib.util.module_from_spec(spec)
+                    spec.loader.exec_module(mod)
+                except ImportError as exc:
+                    raise MissingDependencyError(
+                        f"{KERNEL_ENV}={path}: cannot load it ({exc}); unset {KERNEL_ENV} to "
+                        "use the installed kernel") from exc
+                sys.modules["slipstream.decode._kernel"] = mod
+            else:
+                try:
+                    from . import _kernel as mod  # type: ignore[attr-defined, no-redef]
+                except ImportError as exc:
+                    raise MissingDependencyError(f"{_INSTALL_HINT} ({exc})") from exc
+            _module = mod
+    return _module
+
+
+_local = threading.local()
+
+
+def worker() -> Any:
+    """This thread's kernel worker (its libjpeg decompressor and scratch memory)."""
+    w = getattr(_local, "worker", None)
+    if w is None:
+        w = _local.worker = load().Worker()
+    return w
+
+
+def resize(src: np.ndarray, out: np.ndarray) -> None:
+    """Pillow's anti-aliased bilinear resize of ``src`` (``uint8 [h, w, c]``, c = 1 or 3,
+    any strides) into ``out`` (C-contiguous ``uint8 [oh, ow, c]``), GIL released."""
+    src = np.ascontiguousarray(src)
+    h, w = src.shape[:2]
+    c = src.shape[2] if src.ndim == 3 else 1
+    worker().resize(src, h, w, c, out, out.shape[0], out.shape[1])
+
+
+def failures(raw: Sequence[tuple[int, int, str]]) -> list[tuple[int, Exception]]:
+    """The kernel's ``(k, code, message)`` failures as exceptions; running out of memory is
+    not one sample's fault and is raised."""
+    out: list[tuple[int, Exception]] = []
+    for k, code, message in raw:
+        if code == _NO_MEMORY:
+            raise MemoryError(f"decode kernel: {message}")
+        out.append((k, KernelDecodeError(code, message)))
+    return out
+
+
+def decode_sample(data: np.ndarray, codec: int, height: int, width: int,
+                  boxes: Sequence[Sequence[int]], denom: int, outs: Sequence[np.ndarray],
+                  region: bool = True, fast: bool = False) -> None:
+    """One sample through the kernel (outside the loader: tests, tools): crop every box of
+    ``boxes`` (full-resolution ``(top, left, height, width)``) from the stored bytes
+    ``data``, decoded at 1/``denom`` if a JPEG, resized into the matching ``outs``
+    (C-contiguous ``uint8 [h, w, 3]``). Raises :class:`KernelDecodeError`."""
+    data = np.ascontiguousarray(data, np.uint8)
+    raw = worker().run(
+        np.array([data.ctypes.data], np.uint64), np.array([data.nbytes], np.uint64),
+        np.array([codec], np.uint8), np.array([height], np.uint32),
+        np.array([width], np.uint32), np.ascontiguousarray(boxes, np.int64).reshape(1, -1, 4),
+        np.array([denom], np.int64), tuple(outs), tuple(o.shape[:2] for o in outs), 0, 1,
+        region, fast, MAX_PIXELS)
+    for _, exc in failures(raw):
+        raise exc
