@@ -88,8 +88,9 @@ def fuzz(session: nox.Session) -> None:
 
 
 #: The tests that drive the native decode kernel (``nox -s sanitize``).
-KERNEL_TESTS = ("tests/test_kernel_fuzz.py", "tests/test_partial_decode.py",
-                "tests/test_decoders.py", "tests/test_yuv420.py")
+KERNEL_TESTS = ("tests/decode/test_kernel_fuzz.py", "tests/decode/test_partial_decode.py",
+                "tests/decode/test_decoders.py", "tests/decode/test_hostile_inputs.py",
+                "tests/cache/test_yuv420.py")
 
 
 @nox.session(venv_backend="none")

@@ -384,6 +384,12 @@ class SlipstreamLoader:
             self._pool.close()
             self._pool = None
 
+    def __enter__(self) -> SlipstreamLoader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __del__(self) -> None:
         try:
             self.close()

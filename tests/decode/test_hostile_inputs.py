@@ -101,9 +101,9 @@ def test_max_pixels_is_a_setting(tmp_path):
 
 
 def _decode_all(cache):
-    loader = SlipstreamLoader(cache, batch_size=len(cache), shuffle=False, seed=0,
-                              pipelines={"image": [DecodeOnly()]}, num_threads=2)
-    batch = next(iter(loader))
+    with SlipstreamLoader(cache, batch_size=len(cache), shuffle=False, seed=0,
+                          pipelines={"image": [DecodeOnly()]}, num_threads=2) as loader:
+        batch = next(iter(loader))
     return dict(zip(batch["path"], batch["image"]))
 
 

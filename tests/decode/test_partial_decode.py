@@ -46,7 +46,7 @@ from slipstream.decode.libturbojpeg import TurboDecoder, library_path, scaled_si
 from slipstream.errors import SampleError
 from slipstream.sample_data import natural_image
 
-from .helpers import encode, set_jpeg_decode
+from ..helpers import encode, set_jpeg_decode
 from .test_decoders import assert_within_tolerance, crop_cases
 
 _TJSAMP = {"444": 0, "422": 1, "420": 2, "gray": 3, "440": 4, "411": 5}

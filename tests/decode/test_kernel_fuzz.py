@@ -26,7 +26,7 @@ from slipstream.decode.kernel import KernelDecodeError, decode_sample
 from slipstream.decode.yuv import yuv420_size
 from slipstream.sample_data import natural_image
 
-from .helpers import encode
+from ..helpers import encode
 
 _ENV_EXAMPLES = os.environ.get("SLIPSTREAM_FUZZ_EXAMPLES")
 FUZZ = settings(
