@@ -209,7 +209,6 @@ class SharingSuite:
             assert remotes[0].read_commit(key)["indexes"] == ["label"]
 
     def test_derived_format_travels_with_the_cache(self, server, bucket, tmp_path):
-        pytest.importorskip("turbojpeg")
         folder = make_folder(tmp_path / "data")
         remote = self.remote(server, bucket)
         cache_a = ensure_cache(SlipstreamDataset(folder, cache_dir=tmp_path / "A"),
