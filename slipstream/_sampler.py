@@ -9,17 +9,27 @@ import numpy as np
 __all__ = ["EpochSampler", "BlockShuffle", "block_order"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BlockShuffle:
-    """How a block shuffle cuts the samples: ``chunk_starts`` (ascending, from 0) is the
-    first sample of each chunk; a window mixes the samples of ``window`` chunks."""
+    """How a block shuffle groups the samples into chunks: chunk ``c`` holds samples
+    ``grouped[chunk_starts[c]:chunk_starts[c + 1]]`` (``grouped`` defaults to
+    ``0, 1, 2, ...``: chunks of consecutive samples); a window mixes ``window`` chunks."""
 
     chunk_starts: tuple[int, ...]
     window: int
+    grouped: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.window < 1:
             raise ValueError(f"a block shuffle window holds at least 1 chunk, got {self.window}")
+
+    @classmethod
+    def from_chunk_ids(cls, chunk_of: np.ndarray, window: int) -> BlockShuffle:
+        """The grouping of samples whose chunk numbers are ``chunk_of`` (in any order)."""
+        grouped = np.argsort(chunk_of, kind="stable").astype(np.int64)
+        ids = np.asarray(chunk_of)[grouped]
+        starts = np.flatnonzero(ids[1:] != ids[:-1]) + 1 if len(ids) else np.zeros(0, np.int64)
+        return cls(tuple([0, *starts.tolist()] if len(ids) else []), window, grouped)
 
 
 def block_order(num_samples: int, blocks: BlockShuffle, rng: np.random.Generator) -> np.ndarray:
@@ -30,10 +40,12 @@ def block_order(num_samples: int, blocks: BlockShuffle, rng: np.random.Generator
     samples of a window (docs/streaming.md)."""
     starts = np.asarray(blocks.chunk_starts, np.int64)
     bounds = np.append(starts, num_samples)
+    grouped = (np.arange(num_samples, dtype=np.int64) if blocks.grouped is None
+               else blocks.grouped)
     chunk_order = rng.permutation(len(starts))
     parts = []
     for w in range(0, len(chunk_order), blocks.window):
-        members = [np.arange(bounds[c], bounds[c + 1]) for c in chunk_order[w:w + blocks.window]]
+        members = [grouped[bounds[c]:bounds[c + 1]] for c in chunk_order[w:w + blocks.window]]
         parts.append(rng.permutation(np.concatenate(members)))
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 

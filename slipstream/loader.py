@@ -16,8 +16,9 @@ import torch
 
 from ._crop_params import crop_params
 from ._decode_pool import BatchJob, DecodePool
-from ._sampler import EpochSampler
+from ._sampler import BlockShuffle, EpochSampler
 from .cache import Cache
+from .cache.streamed import BatchPins, pin_batch, read_ahead, stop_read_ahead
 from .cache.reader import HeapColumn, ImageColumn
 from .caching import ensure_cache
 from .dataset import SlipstreamDataset
@@ -32,6 +33,7 @@ from .errors import (
 )
 from .schema import FieldKind
 from .stores.base import CacheStore
+from .stores.streaming import local_cache_limit as _local_cache_limit
 from .stores.sync import SyncReport, remote_store_for, sync_remote_cache
 from .transforms.base import BatchContext, check_stage
 from .transforms.basic import ToTorchImage
@@ -211,6 +213,7 @@ class SlipstreamLoader:
         remote_cache_endpoint_url: str | None = None,
         remote_cache_storage_options: Mapping[str, Any] | None = None,
         on_error: str = "raise",
+        local_cache_limit: int | str | None = None,
     ) -> None:
         if on_error not in ON_ERROR_POLICIES:
             raise InvalidArgumentError(f"on_error must be one of {ON_ERROR_POLICIES}, got "
@@ -237,6 +240,11 @@ class SlipstreamLoader:
         #: where the team's caches are shared (None: build locally); see docs/sharing.md
         self.remote_cache: CacheStore | None = remote_store_for(
             remote_cache, remote_cache_endpoint_url, remote_cache_storage_options)
+        #: bytes a remote cache streamed from ``remote_cache`` may keep on local disk
+        #: (``$SLIPSTREAM_LOCAL_CACHE_LIMIT``; None: pulled whole); see docs/streaming.md
+        self.local_cache_limit = _local_cache_limit(local_cache_limit)
+        self._shuffle_window: int | None = None  # a block shuffle's, restored by load_state_dict
+        self._blocks: BlockShuffle | None = None
         self._epoch = 0
         # Positions are global: samples of the epoch's global order served by all ranks
         # together, which is what lets a run resume at another world size.
@@ -260,7 +268,8 @@ class SlipstreamLoader:
         if self._cache is None:
             assert isinstance(self.dataset, SlipstreamDataset)
             self._cache = ensure_cache(self.dataset, self.image_format, self.remote_cache,
-                                       progress=self.progress)
+                                       progress=self.progress,
+                                       local_cache_limit=self.local_cache_limit)
         return self._cache
 
     def sync_remote_cache(self) -> SyncReport:
@@ -299,7 +308,26 @@ class SlipstreamLoader:
     # -- epochs -----------------------------------------------------------------------------
     def _sampler(self) -> EpochSampler:
         return EpochSampler(len(self.cache), self.batch_size, self.shuffle, self.seed,
-                            self.drop_last, self.rank, self.world_size)
+                            self.drop_last, self.rank, self.world_size, self._block_shuffle())
+
+    def _block_shuffle(self) -> BlockShuffle | None:
+        """A streamed cache is shuffled in windows of chunks that fit half its local area,
+        so that an epoch fetches each chunk about once (docs/streaming.md)."""
+        cache = self.cache
+        if not self.shuffle or cache.chunk_source is None:
+            return None
+        columns = [cache.image_column(p.field, self.image_format)
+                   for p in self._resolve_pipelines()]
+        if not columns:
+            return None
+        heap = columns[0].heap
+        window = self._shuffle_window
+        if window is None:
+            per_window = sum(c.heap.chunk_bytes for c in columns)
+            window = max(1, (self.local_cache_limit or 0) // 2 // per_window)
+        if self._blocks is None or self._blocks.window != window:
+            self._blocks = BlockShuffle.from_chunk_ids(heap.offsets // heap.chunk_bytes, window)
+        return self._blocks
 
     def __len__(self) -> int:
         return len(self._sampler())
@@ -352,10 +380,14 @@ class SlipstreamLoader:
             epoch, position = self._active
         else:
             epoch, position = self._epoch, self._start_sample
-        return {"seed": self.seed, "epoch": epoch, "samples_done": position,
-                "batch_size": self.batch_size, "world_size": self.world_size,
-                "num_samples": len(self.cache), "shuffle": self.shuffle,
-                "drop_last": self.drop_last}
+        state = {"seed": self.seed, "epoch": epoch, "samples_done": position,
+                 "batch_size": self.batch_size, "world_size": self.world_size,
+                 "num_samples": len(self.cache), "shuffle": self.shuffle,
+                 "drop_last": self.drop_last}
+        blocks = self._block_shuffle()
+        if blocks is not None:  # the order depends on it: a resumed run must use the same
+            state["shuffle_window"] = blocks.window
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from a :meth:`state_dict`: same seed, epoch and position.
@@ -375,6 +407,11 @@ class SlipstreamLoader:
                     f"the same {key}"
                 )
         seed, epoch, position = _read_state(state, self.batch_size)
+        window = state.get("shuffle_window")
+        if window is not None and (not _is_int(window) or window < 1):
+            raise InvalidArgumentError(f"load_state_dict: shuffle_window must be a positive "
+                                       f"integer, got {window!r:.40}; the state is damaged")
+        self._shuffle_window = window
         if "samples_done" in state and position > len(self.cache):
             raise InvalidArgumentError(
                 f"load_state_dict: samples_done={position} is past the {len(self.cache)} "
@@ -531,7 +568,10 @@ class _EpochIterator:
                                        list[tuple[int, SampleError]] | None]] = {}
         self.next_to_yield = 0
         self.submitted = 0
+        #: chunks of a streamed cache pinned by each batch in flight
+        self.pins: dict[int, BatchPins | None] = {}
         try:
+            read_ahead(self.heaps, batches)
             self._submit_until(len(self.slots))  # every slot is free: start decoding now
         except BaseException:
             self.close()
@@ -555,6 +595,7 @@ class _EpochIterator:
             self.slot_events[slot_index] = None
         slot = self.slots[slot_index]
         indices = self.batches[b]
+        self.pins[b] = pin_batch(self.heaps, indices)
         for col in self.heaps:
             self.cache.check_unchanged(col, indices)
         ctx = BatchContext(self.loader.seed, self.epoch, indices)
@@ -597,6 +638,7 @@ class _EpochIterator:
             keep = self._record_skipped(failed, len(ctx.indices)) if failed else None
             done = self.start + b + 1
             if keep is not None and not keep.any():  # every sample failed: nothing to yield
+                self._unpin(b)
                 self.loader._progress(self.epoch, done, self.start + len(self.batches))
                 continue
             try:
@@ -604,8 +646,14 @@ class _EpochIterator:
             except BaseException:
                 self.close()  # a failing transform must not leave threads decoding
                 raise
+            self._unpin(b)
             self.loader._progress(self.epoch, done, self.start + len(self.batches))
             return out
+
+    def _unpin(self, b: int) -> None:
+        pins = self.pins.pop(b, None)
+        if pins is not None:
+            pins.release()
 
     def _record_skipped(self, failed: list[tuple[int, SampleError]], n: int) -> np.ndarray:
         """Log and count the samples ``on_error="skip"`` leaves out; the keep mask."""
@@ -680,6 +728,9 @@ class _EpochIterator:
             # the threads are joined: nothing writes into the slots any more
             self.loader._spare_slots.extend(zip(self.slots, self.slot_events))
             self.slots, self.slot_events = [], []
+        stop_read_ahead(self.heaps)
+        for b in list(self.pins):  # the threads are joined: no batch reads a chunk any more
+            self._unpin(b)
 
     def __del__(self) -> None:
         try:

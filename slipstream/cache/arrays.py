@@ -293,23 +293,32 @@ class ByteHeap:
         _check_extents(array_dir, offsets, sizes, self.length)
         self.offsets = offsets
         self.sizes = sizes
-        n_chunks = -(-self.length // self.chunk_bytes) if self.length else 0
+        self.num_chunks = -(-self.length // self.chunk_bytes) if self.length else 0
         self._views: list[np.ndarray] = []
         #: each chunk file's identity when it was mapped: see :meth:`changed_chunks`
         self._stamps: list[tuple[int, int, int] | None] = []
-        for c in range(n_chunks):  # stops at the first missing chunk: bounded by the files
-            path = _chunk_path(array_dir, c)
-            try:
-                view, stamp = map_with_stamp(path)
-                self._stamps.append(stamp)
-            except OSError as exc:
-                raise _damaged(f"{path}: chunk {c} of the heap is unreadable ({exc})") from exc
-            if len(view) < min(self.chunk_bytes, self.length - c * self.chunk_bytes):
-                raise CacheCorruptError(
-                    f"{path} is {len(view)} bytes, shorter than its chunk: the cache is damaged; "
-                    f"run `slipstream verify` and rebuild it"
-                )
+        self._map_chunks()
+
+    def _map_chunks(self) -> None:
+        """Map every chunk file now (a streamed heap maps them when pinned)."""
+        for c in range(self.num_chunks):  # stops at the first missing chunk
+            view, stamp = self._map_chunk(c)
+            self._stamps.append(stamp)
             self._views.append(view)
+
+    def _map_chunk(self, c: int) -> tuple[np.ndarray, tuple[int, int, int]]:
+        """Chunk ``c``'s file, mapped and checked to be long enough."""
+        path = _chunk_path(self.array_dir, c)
+        try:
+            view, stamp = map_with_stamp(path)
+        except OSError as exc:
+            raise _damaged(f"{path}: chunk {c} of the heap is unreadable ({exc})") from exc
+        if len(view) < min(self.chunk_bytes, self.length - c * self.chunk_bytes):
+            raise CacheCorruptError(
+                f"{path} is {len(view)} bytes, shorter than its chunk: the cache is damaged; "
+                f"run `slipstream verify` and rebuild it"
+            )
+        return view, stamp
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -336,6 +345,15 @@ class ByteHeap:
     def chunk_path(self, c: int) -> Path:
         return _chunk_path(self.array_dir, c)
 
+    def chunks_of(self, indices: np.ndarray) -> list[int]:
+        """The chunk files holding values ``indices``, ascending."""
+        if not len(indices):
+            return []
+        first = self.offsets[indices] // self.chunk_bytes
+        last = (self.offsets[indices] + np.maximum(self.sizes[indices], 1) - 1) // self.chunk_bytes
+        chunks: list[int] = np.unique(np.concatenate([first, last])).tolist()
+        return chunks
+
     def changed_chunks(self, indices: np.ndarray) -> list[int]:
         """The chunk files holding values ``indices`` that were changed in place (same
         inode, other size or mtime) since they were mapped, so the map may show other
@@ -343,10 +361,8 @@ class ByteHeap:
         whose bytes nobody can write any more. One ``stat`` per chunk touched."""
         if not len(indices) or not self._stamps:
             return []
-        first = self.offsets[indices] // self.chunk_bytes
-        last = (self.offsets[indices] + np.maximum(self.sizes[indices], 1) - 1) // self.chunk_bytes
         changed = []
-        for c in np.unique(np.concatenate([first, last])).tolist():
+        for c in self.chunks_of(indices):
             stamp = self._stamps[c]
             if stamp is None:
                 continue

@@ -12,6 +12,7 @@ from ..errors import CacheCorruptError, CacheError, CacheNotFoundError
 from ..schema import Field, FieldKind
 from .arrays import ByteHeap, read_array
 from .layout import CHECKSUM, Codec, read_manifest
+from .streamed import ChunkSource, StreamedByteHeap
 from .workspace import CacheWorkspace
 
 if TYPE_CHECKING:
@@ -23,10 +24,13 @@ __all__ = ["Cache", "ImageColumn", "HeapColumn", "DerivedImageColumn"]
 class HeapColumn:
     """A bytes or str field: one memory-mapped heap."""
 
-    def __init__(self, field_dir: Path, kind: FieldKind) -> None:
+    def __init__(self, field_dir: Path, kind: FieldKind,
+                 chunk_source: ChunkSource | None = None) -> None:
         self.kind = kind
-        self.heap = ByteHeap(field_dir / "heap", read_array(field_dir / "offsets", np.uint64),
-                             read_array(field_dir / "sizes", np.uint32))
+        offsets = read_array(field_dir / "offsets", np.uint64)
+        sizes = read_array(field_dir / "sizes", np.uint32)
+        self.heap = (ByteHeap(field_dir / "heap", offsets, sizes) if chunk_source is None else
+                     StreamedByteHeap(field_dir / "heap", offsets, sizes, chunk_source))
 
     def __len__(self) -> int:
         return len(self.heap)
@@ -63,8 +67,8 @@ class HeapColumn:
 class ImageColumn(HeapColumn):
     """An image field: its heap plus per-image height, width and codec."""
 
-    def __init__(self, field_dir: Path) -> None:
-        super().__init__(field_dir, FieldKind.IMAGE)
+    def __init__(self, field_dir: Path, chunk_source: ChunkSource | None = None) -> None:
+        super().__init__(field_dir, FieldKind.IMAGE, chunk_source)
         self.heights = read_array(field_dir / "heights", np.uint32)
         self.widths = read_array(field_dir / "widths", np.uint32)
         self.codecs = read_array(field_dir / "codecs", np.uint8)
@@ -104,8 +108,9 @@ class DerivedImageColumn(HeapColumn):
     """A derived format of an image field (``FIELD/FORMAT/``): its own heap, the field's
     heights and widths, and one codec for every image."""
 
-    def __init__(self, field_dir: Path, base: ImageColumn, codec: int) -> None:
-        super().__init__(field_dir, FieldKind.IMAGE)
+    def __init__(self, field_dir: Path, base: ImageColumn, codec: int,
+                 chunk_source: ChunkSource | None = None) -> None:
+        super().__init__(field_dir, FieldKind.IMAGE, chunk_source)
         if len(self) != len(base):
             raise CacheCorruptError(
                 f"{field_dir}: {len(self)} images, but {len(base)} in {field_dir.parent}; the "
@@ -126,8 +131,11 @@ class Cache:
     """
 
     def __init__(self, path: str | os.PathLike[str], *,
-                 workspace: CacheWorkspace | None = None) -> None:
+                 workspace: CacheWorkspace | None = None,
+                 chunk_source: ChunkSource | None = None) -> None:
         self.path = Path(path)
+        #: makes heap chunk files present on demand (a streamed cache); None: all present
+        self.chunk_source = chunk_source
         #: where changes to the cache (indexes, derived formats) are staged and locked,
         #: given by the store that holds it; None for a cache opened by path alone
         self.workspace = workspace
@@ -170,9 +178,9 @@ class Cache:
             f = self.field(name)
             d = self.path / name
             if f.kind is FieldKind.IMAGE:
-                col = ImageColumn(d)
+                col = ImageColumn(d, self.chunk_source)
             elif f.kind in (FieldKind.STR, FieldKind.BYTES):
-                col = HeapColumn(d, f.kind)
+                col = HeapColumn(d, f.kind, self.chunk_source)
             else:
                 col = read_array(d, np.float64 if f.kind is FieldKind.FLOAT else np.int64)
                 col.flags.writeable = False
@@ -202,7 +210,7 @@ class Cache:
                     f"{list(self.image_formats)}); derive them with "
                     f"SlipstreamDataset.build_cache(image_format={image_format!r})")
             col = DerivedImageColumn(self.path / name / image_format, self.column(name),
-                                     Codec.YUV420)
+                                     Codec.YUV420, self.chunk_source)
             self._columns[key] = col
         return col
 
