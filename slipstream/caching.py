@@ -30,7 +30,7 @@ from .stores.base import CacheStore
 from .stores.local import LocalStore
 from .stores.pull import pull_cache
 from .stores.push import push_cache
-from .stores.streaming import open_streamed
+from .stores.streaming import open_streamed, should_stream
 from .stores.sync import pull_additions
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ def _find_pull_or_build(dataset: SlipstreamDataset, image_format: str,
             _push_or_warn(cache, store, remote, threads, progress)
     elif remote is None:
         return dataset.build_cache(image_format, progress=progress)
-    elif local_cache_limit is not None and _larger_than(remote, key, local_cache_limit):
+    elif local_cache_limit is not None and should_stream(remote, key, local_cache_limit):
         cache = open_streamed(remote, key, store, local_cache_limit, threads=threads,
                               progress=progress)
         if image_format != cache.image_format and image_format not in cache.image_formats:
@@ -182,13 +182,6 @@ def _find_pull_or_build(dataset: SlipstreamDataset, image_format: str,
                 ), stacklevel=2)
         ensure_format(cache, image_format, progress=progress)
     return cache
-
-
-def _larger_than(remote: CacheStore, key: str, limit: int) -> bool:
-    """Whether committed cache ``key`` of ``remote`` is larger than ``limit`` bytes (False
-    if the remote has no such cache)."""
-    attrs = remote.read_commit(key)
-    return attrs is not None and sum(int(e["size"]) for e in attrs["files"].values()) > limit
 
 
 def _push_or_warn(cache: Cache, store: LocalStore, remote: CacheStore, threads: int,

@@ -22,7 +22,6 @@ import fcntl
 import logging
 import os
 import re
-import shutil
 import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,8 +37,8 @@ from .base import CacheStore
 from .local import LocalStore, _alive, _local_pid_of, build_dir_name
 from .pull import committed_manifest, fetch_one_verified
 
-__all__ = ["LIMIT_ENV", "StreamedChunks", "open_streamed", "parse_size", "local_cache_limit",
-           "is_chunk_file"]
+__all__ = ["LIMIT_ENV", "StreamedChunks", "open_streamed", "should_stream", "parse_size",
+           "local_cache_limit", "is_chunk_file"]
 
 #: Environment variable with the default ``local_cache_limit``.
 LIMIT_ENV = "SLIPSTREAM_LOCAL_CACHE_LIMIT"
@@ -82,6 +81,13 @@ def local_cache_limit(value: int | str | None) -> int | None:
             return None
         return parse_size(value, f"${LIMIT_ENV}")
     return parse_size(value)
+
+
+def should_stream(remote: CacheStore, key: str, limit: int) -> bool:
+    """Whether committed cache ``key`` of ``remote`` is larger than ``limit`` bytes, so
+    that it is streamed rather than pulled whole (False if the remote has no such cache)."""
+    attrs = remote.read_commit(key)
+    return attrs is not None and sum(int(e["size"]) for e in attrs["files"].values()) > limit
 
 
 def open_streamed(
@@ -386,11 +392,3 @@ class StreamedChunks:
         for fd, _ in pins.values():
             os.close(fd)
 
-
-def remove_area(store: LocalStore, key: str) -> None:
-    """Delete the streamed copy of ``key`` (the caller holds its in-use lock exclusively)."""
-    area = store.stream_dir(key)
-    if area.is_dir():
-        aside = store.tmp_root / build_dir_name(f"{key}-stream-removed")
-        os.rename(area, aside)
-        shutil.rmtree(aside, ignore_errors=True)
