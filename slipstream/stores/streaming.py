@@ -187,6 +187,7 @@ class StreamedChunks:
         # read-ahead: the plan, the consumer's position in it, and the fetching thread
         self._plan: list[list[str]] = []
         self._consumer = -1
+        self._ahead_to = -1  # the last batch of the plan the read-ahead has reached
         self._wake = threading.Condition(self._lock)
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -239,7 +240,9 @@ class StreamedChunks:
                 os.close(pin[0])
 
     # -- fetching ------------------------------------------------------------------------
-    def _ensure_present(self, rel: str) -> None:
+    def _ensure_present(self, rel: str, *, ahead: bool = False) -> None:
+        """Fetch ``rel`` unless it is here. ``ahead`` (read-ahead): only if room can be
+        made without evicting a chunk the plan needs sooner; else leave it for later."""
         dest = self.area / rel
         if dest.is_file():
             return
@@ -250,7 +253,8 @@ class StreamedChunks:
             if dest.is_file():  # another process (or thread) fetched it while we waited
                 return
             size = int(self.files[rel]["size"])
-            self._make_room(size)
+            if not self._make_room(size, ahead=ahead):
+                return
             try:
                 _fetch_into_place(self.remote, self.key, rel, self.files[rel], dest)
             finally:
@@ -270,31 +274,45 @@ class StreamedChunks:
                     pass
         return total
 
-    def _make_room(self, size: int) -> None:
-        """Evict unpinned chunk files, least recently used first, until ``size`` more
-        bytes fit in the limit; reserve them."""
+    def _make_room(self, size: int, *, ahead: bool = False) -> bool:
+        """Evict unpinned chunk files until ``size`` more bytes fit in the limit, and
+        reserve them: first those the read-ahead plan does not need soon, least recently
+        used first, then (not for a read-ahead) the others. False if a read-ahead found
+        no room (nothing reserved)."""
         with self._lock:
             used = self.disk_used() + self._reserved
             if used + size > self.limit:
-                for path in self._eviction_order():
+                later, soon = self._eviction_order()
+                for path in later + ([] if ahead else soon):
                     if used + size <= self.limit:
                         break
                     used -= self._evict(path)
-            if used + size > self.limit and not self._warned:
-                self._warned = True
-                log.warning("streamed cache %s: the chunks in use need more than "
-                            "local_cache_limit=%d bytes; going over it", self.key, self.limit)
+            if used + size > self.limit:
+                if ahead:
+                    return False
+                if not self._warned:
+                    self._warned = True
+                    log.warning("streamed cache %s: the chunks in use need more than "
+                                "local_cache_limit=%d bytes; going over it", self.key,
+                                self.limit)
             self._reserved += size
+            return True
 
-    def _eviction_order(self) -> list[Path]:
+    def _eviction_order(self) -> tuple[list[Path], list[Path]]:
+        """The chunk files here, least recently used first: (those the plan does not need
+        soon, those it does)."""
+        soon = {rel for batch in self._plan[max(0, self._consumer):self._ahead_to + 1]
+                for rel in batch}
         found = []
         for p in self.area.rglob("*"):
-            if not p.name.startswith(".") and is_chunk_file(self._rel(p)):
+            rel = self._rel(p)
+            if not p.name.startswith(".") and is_chunk_file(rel):
                 try:
-                    found.append((p.stat().st_mtime_ns, p))
+                    found.append((p.stat().st_mtime_ns, rel in soon, p))
                 except FileNotFoundError:
                     pass
-        return [p for _, p in sorted(found)]
+        found.sort(key=lambda f: f[0])
+        return [p for _, s, p in found if not s], [p for _, s, p in found if s]
 
     def _evict(self, path: Path) -> int:
         """Remove ``path`` unless some reader pins it; the bytes freed."""
@@ -324,6 +342,7 @@ class StreamedChunks:
         with self._lock:
             self._plan = [sorted({self._rel(p) for p in b}) for b in batches]
             self._consumer = -1
+            self._ahead_to = -1
             self._stop = False
         self._thread = threading.Thread(target=self._read_ahead_loop, daemon=True,
                                         name=f"slipstream-stream-{self.key[:8]}")
@@ -365,6 +384,7 @@ class StreamedChunks:
                         break
                     self._wake.wait(0.5)
                 batch = self._plan[b]
+                self._ahead_to = b
             for rel in batch:
                 if not (self.area / rel).is_file():
                     yield rel
@@ -375,7 +395,7 @@ class StreamedChunks:
             if self._stop:
                 return
             try:
-                self._ensure_present(rel)
+                self._ensure_present(rel, ahead=True)
             except Exception as exc:  # the batch that needs it fetches it and reports
                 log.debug("read-ahead of %s failed: %s", rel, exc)
 
