@@ -50,7 +50,8 @@ def bench(session: nox.Session) -> None:
 
     Writes ``.bench/bench_loader.json``, ``.bench/bench_build.json``,
     ``.bench/bench_pull.json``, ``.bench/bench_yuv.json``, ``.bench/bench_presets.json``,
-    ``.bench/bench_soak.json``, ``.bench/bench_partial.json`` and the chart
+    ``.bench/bench_soak.json``, ``.bench/bench_partial.json``,
+    ``.bench/bench_streaming.json`` and the chart
     ``docs/benchmarks.png``. ``nox -s bench -- --quick`` runs small smoke versions
     (results in ``.bench/*-quick.*``); other arguments go to ``bench_loader.py``.
     """
@@ -70,6 +71,7 @@ def bench(session: nox.Session) -> None:
     run("bench_presets", *(["--images", "400", "--measure", "256"] if quick else []))
     run("bench_soak", *(["--images", "400", "--epochs", "4"] if quick else []))
     run("bench_partial", *(["--images", "400", "--epochs", "1"] if quick else []))
+    run("bench_streaming", *(["--images", "400", "--rounds", "1"] if quick else []))
 
 
 @nox.session(venv_backend="none")
