@@ -18,8 +18,8 @@ from ._crop_params import crop_params
 from ._decode_pool import BatchJob, DecodePool
 from ._sampler import BlockShuffle, EpochSampler
 from .cache import Cache
-from .cache.streamed import BatchPins, pin_batch, read_ahead, stop_read_ahead
 from .cache.reader import HeapColumn, ImageColumn
+from .cache.streamed import BatchPins, pin_batch, read_ahead, stop_read_ahead
 from .caching import ensure_cache
 from .dataset import SlipstreamDataset
 from .decode.pixels import thread_state

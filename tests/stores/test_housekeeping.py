@@ -11,8 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from slipstream import SlipstreamDataset, SlipstreamLoader
 from slipstream.caching import write_index
 from slipstream.cli import main
@@ -94,7 +92,7 @@ def test_prune_removes_the_least_recently_used_and_a_pruned_cache_comes_back(
     rows = {r["key"]: r for r in du(capsys, root)}
     newest = rows[keys[2]]["disk_bytes"]
     held = SlipstreamLoader(datasets[0], batch_size=2, num_threads=1, progress=False)
-    held.cache  # the oldest is in use again (and so now the most recent)
+    assert held.cache.key == keys[0]  # the oldest is in use again (now the most recent)
     assert main(["prune", "--max-size", str(newest + rows[keys[0]]["disk_bytes"]),
                  "--cache-dir", str(root)]) == 0
     out = capsys.readouterr().out
