@@ -8,11 +8,11 @@ travel), and is the one place that joins them. ``SlipstreamDataset.build_cache``
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import warnings
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -115,8 +115,9 @@ def ensure_cache(
     it, when it is larger than ``local_cache_limit`` bytes: docs/streaming.md), else built
     here (and pushed to ``remote``).
 
-    The returned cache is marked in use (a shared lock, :meth:`LocalStore.hold`) until it
-    is garbage-collected, so that ``slipstream rm`` and ``prune`` leave it alone.
+    The cache is marked in use while this runs, and the returned cache can mark itself
+    (``cache.mark_in_use()``, a shared lock: :meth:`LocalStore.hold`), as a loader does
+    for each epoch, so that ``slipstream rm`` and ``prune`` leave it alone.
 
     A local cache is used without contacting the remote, unless an earlier push of it
     did not finish: that push is resumed. A failed push warns
@@ -133,10 +134,9 @@ def ensure_cache(
     try:
         cache = _find_pull_or_build(dataset, image_format, remote, progress, threads,
                                     local_cache_limit, store, key)
-    except BaseException:
+    finally:
         in_use.release()
-        raise
-    weakref.finalize(cache, in_use.release)
+    cache.mark_in_use = functools.partial(store.hold, key)
     return cache
 
 

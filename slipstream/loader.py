@@ -570,6 +570,8 @@ class _EpochIterator:
         self.submitted = 0
         #: chunks of a streamed cache pinned by each batch in flight
         self.pins: dict[int, BatchPins | None] = {}
+        # the cache is in use until the epoch ends: `slipstream rm/prune` leave it alone
+        self.in_use = self.cache.mark_in_use() if self.cache.mark_in_use else None
         try:
             read_ahead(self.heaps, batches)
             self._submit_until(len(self.slots))  # every slot is free: start decoding now
@@ -731,6 +733,9 @@ class _EpochIterator:
         stop_read_ahead(self.heaps)
         for b in list(self.pins):  # the threads are joined: no batch reads a chunk any more
             self._unpin(b)
+        if self.in_use is not None:
+            self.in_use.release()
+            self.in_use = None
 
     def __del__(self) -> None:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -136,6 +137,9 @@ class Cache:
         self.path = Path(path)
         #: makes heap chunk files present on demand (a streamed cache); None: all present
         self.chunk_source = chunk_source
+        #: given by the store that holds the cache: marks it in use (so that housekeeping
+        #: leaves it alone) until the returned lock's ``release()``; None: no marking
+        self.mark_in_use: Callable[[], Any] | None = None
         #: where changes to the cache (indexes, derived formats) are staged and locked,
         #: given by the store that holds it; None for a cache opened by path alone
         self.workspace = workspace

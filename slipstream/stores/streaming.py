@@ -170,7 +170,7 @@ class StreamedChunks:
 
     Implements :class:`slipstream.cache.streamed.ChunkSource`. ``fetched`` counts the
     downloads this object made, by chunk (a chunk fetched again after eviction counts
-    twice).
+    twice); ``evicted`` the chunk files it removed.
     """
 
     def __init__(self, remote: CacheStore, key: str, area: Path, files: Mapping[str, Any],
@@ -178,8 +178,11 @@ class StreamedChunks:
         self.remote, self.key, self.area = remote, key, area
         self.files = files
         self.limit = limit
+        self._marker = area / layout.MANIFEST_NAME
         self.threads = max(1, threads)
         self.fetched: Counter[str] = Counter()
+        #: the chunk files this object evicted, by chunk
+        self.evicted: Counter[str] = Counter()
         self._pins: dict[str, list[int]] = {}  # rel -> [fd, count]
         self._lock = threading.RLock()
         self._reserved = 0  # bytes of this process's downloads in progress
@@ -264,10 +267,11 @@ class StreamedChunks:
                 self.fetched[rel] += 1
 
     def disk_used(self) -> int:
-        """Bytes of the area's finished files (chunk files and metadata)."""
+        """Bytes of the cache's files in the area (chunk files and the small files the
+        manifest lists; the root ``zarr.json`` holding the manifest is not counted)."""
         total = 0
         for p in self.area.rglob("*"):
-            if not p.name.startswith("."):
+            if not p.name.startswith(".") and p != self._marker:
                 try:
                     total += p.stat().st_size if p.is_file() else 0
                 except FileNotFoundError:
@@ -286,7 +290,10 @@ class StreamedChunks:
                 for path in later + ([] if ahead else soon):
                     if used + size <= self.limit:
                         break
-                    used -= self._evict(path)
+                    freed = self._evict(path)
+                    if freed:
+                        used -= freed
+                        self.evicted[self._rel(path)] += 1
             if used + size > self.limit:
                 if ahead:
                     return False

@@ -1,5 +1,5 @@
 """``slipstream du / rm / prune``: sizes by cache and part, removal that skips a cache a
-running loader (another process) has open, least-recently-used pruning, and a pruned
+loader is reading (mid-epoch, in another process or this one), least-recently-used pruning, and a pruned
 cache built again on next use."""
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import sys
 from slipstream import SlipstreamDataset, SlipstreamLoader
 loader = SlipstreamLoader(SlipstreamDataset(sys.argv[1], cache_dir=sys.argv[2]), batch_size=2,
                           num_threads=1, progress=False)
-loader.cache
+epoch = iter(loader)
+next(epoch)  # mid-epoch: the cache is in use
 print("ready", flush=True)
 sys.stdin.read()
 """
@@ -92,7 +93,8 @@ def test_prune_removes_the_least_recently_used_and_a_pruned_cache_comes_back(
     rows = {r["key"]: r for r in du(capsys, root)}
     newest = rows[keys[2]]["disk_bytes"]
     held = SlipstreamLoader(datasets[0], batch_size=2, num_threads=1, progress=False)
-    assert held.cache.key == keys[0]  # the oldest is in use again (now the most recent)
+    epoch = iter(held)
+    next(epoch)  # the oldest is in use again, mid-epoch (and so now the most recent)
     assert main(["prune", "--max-size", str(newest + rows[keys[0]]["disk_bytes"]),
                  "--cache-dir", str(root)]) == 0
     out = capsys.readouterr().out
@@ -106,6 +108,8 @@ def test_prune_removes_the_least_recently_used_and_a_pruned_cache_comes_back(
     # a pruned cache needed again is built again, without error
     again = SlipstreamLoader(datasets[1], batch_size=2, num_threads=1, progress=False)
     assert sum(len(b["label"]) for b in again) == 6 and store.has(keys[1])
+    epoch.close()  # the epoch is over: the cache is free to remove
+    assert main(["rm", keys[0][:12], "--cache-dir", str(root)]) == 0
+    assert not store.has(keys[0])
     for ds in datasets:
         ds.close()
-    del held

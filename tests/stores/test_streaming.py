@@ -137,17 +137,22 @@ def test_no_limit_or_a_larger_one_pulls_the_whole_cache(setup, tmp_path):
 
 
 def test_two_loaders_share_the_area_without_downloading_a_chunk_twice(setup, tmp_path):
+    """Two loaders of one cache (same seed: they want the same chunks at the same time)
+    race through the first half of an epoch."""
     folder, full, remote = setup
     total = sum(e["size"] for e in full.attrs["files"].values())
-    loaders = [loader_for(folder, tmp_path / "B", remote, total - 1, shuffle=True, seed=s)
-               for s in (1, 2)]
+    loaders = [loader_for(folder, tmp_path / "B", remote, total - 1, shuffle=True, seed=7)
+               for _ in range(2)]
     caches = [ld.cache for ld in loaders]
+    half = len(loaders[0]) // 2
     errors: list[BaseException] = []
 
     def run(ld):
         try:
-            for _ in ld:
-                pass
+            epoch = iter(ld)
+            for _ in range(half):
+                next(epoch)
+            epoch.close()
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -157,8 +162,13 @@ def test_two_loaders_share_the_area_without_downloading_a_chunk_twice(setup, tmp
     for t in threads:
         t.join()
     assert not errors
-    together = caches[0].chunk_source.fetched + caches[1].chunk_source.fetched
-    assert set(together) == set(chunk_files(full)) and max(together.values()) == 1
+    sources = [c.chunk_source for c in caches]
+    fetched = sources[0].fetched + sources[1].fetched
+    evicted = sources[0].evicted + sources[1].evicted
+    assert len(fetched) >= 4
+    # a chunk is downloaded again only after one of them evicted it (the area is one
+    # chunk short of the cache), never twice at once
+    assert all(n <= 1 + evicted[rel] for rel, n in fetched.items()), (fetched, evicted)
 
 
 def test_resume_mid_epoch_and_ranks_follow_the_block_order(setup, tmp_path):
