@@ -161,7 +161,11 @@ class SlipstreamLoader:
     ``remote_cache="s3://bucket/prefix/"`` (plus ``remote_cache_endpoint_url`` for Wasabi
     or MinIO, and ``remote_cache_storage_options`` for s3fs), a cache the team already
     pushed is pulled instead of built, and one built here is pushed;
-    :meth:`sync_remote_cache` shares indexes added later (``docs/sharing.md``).
+    :meth:`sync_remote_cache` shares indexes added later (``docs/sharing.md``). With
+    ``local_cache_limit="50GB"`` (or ``$SLIPSTREAM_LOCAL_CACHE_LIMIT``) a remote cache
+    larger than the limit is streamed instead: training starts at once, chunk files are
+    fetched on demand and ahead, and at most the limit is kept on local disk; shuffling
+    is then a block shuffle (``docs/streaming.md``).
 
     Each batch is a dict: each pipeline's output under its name (a pipeline that ends in a dict
     contributes its keys), numeric fields as tensors (``label`` is ``int64``), and
