@@ -252,7 +252,7 @@ class StreamedChunks:
         if rel not in self.files:
             raise FileNotFoundError(f"{dest}: not in the manifest of cache {self.key}")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(dest.with_name(f".{dest.name}.fetch-lock")):
+        with FileLock(dest.with_name(f".{dest.name}.fetch-lock"), poll=0.005):
             if dest.is_file():  # another process (or thread) fetched it while we waited
                 return
             size = int(self.files[rel]["size"])
