@@ -315,8 +315,9 @@ class SlipstreamLoader:
                             self.drop_last, self.rank, self.world_size, self._block_shuffle())
 
     def _block_shuffle(self) -> BlockShuffle | None:
-        """A streamed cache is shuffled in windows of chunks that fit half its local area,
-        so that an epoch fetches each chunk about once (docs/streaming.md)."""
+        """A streamed cache is shuffled in windows of chunks that fill a third of its local
+        area (the window being read, the next one fetched ahead, and slack), so that an
+        epoch fetches each chunk about once (docs/streaming.md)."""
         cache = self.cache
         if not self.shuffle or cache.chunk_source is None:
             return None
@@ -328,7 +329,7 @@ class SlipstreamLoader:
         window = self._shuffle_window
         if window is None:
             per_window = sum(c.heap.chunk_bytes for c in columns)
-            window = max(1, (self.local_cache_limit or 0) // 2 // per_window)
+            window = max(1, (self.local_cache_limit or 0) // 3 // per_window)
         if self._blocks is None or self._blocks.window != window:
             self._blocks = BlockShuffle.from_chunk_ids(heap.offsets // heap.chunk_bytes, window)
         return self._blocks
