@@ -30,7 +30,7 @@ from typing import Any
 
 from .._filelock import FileLock
 from .._parallel import bounded_map
-from ..cache import Cache, layout
+from ..cache import Cache, layout, manifest
 from ..errors import ConfigurationError
 from ._transfer import DEFAULT_THREADS, run_parallel
 from .base import CacheStore
@@ -135,9 +135,7 @@ def _drop_stale(area: Path, files: Mapping[str, Any], marker: bytes) -> None:
     root = area / layout.MANIFEST_NAME
     if not root.is_file() or root.read_bytes() == marker:
         return
-    from ..cache.manifest import parse_committed
-
-    old = (parse_committed(root.read_bytes()) or {}).get("files", {})
+    old = (manifest.parse_committed(root.read_bytes()) or {}).get("files", {})
     root.unlink()  # the area is not a complete cache until the new manifest is written
     for rel, entry in old.items():
         if files.get(rel) != entry:
@@ -410,12 +408,3 @@ class StreamedChunks:
                              thread_name="slipstream-stream-fetch"):
             if self._stop:
                 break
-
-    def close(self) -> None:
-        """Stop reading ahead and drop every pin."""
-        self.stop_read_ahead()
-        with self._lock:
-            pins, self._pins = self._pins, {}
-        for fd, _ in pins.values():
-            os.close(fd)
-
