@@ -222,3 +222,23 @@ def test_yuv420_columns_and_indexes_stream_too(tmp_path, s3_server, s3_bucket):
 
 def torch_equal(a, b) -> bool:
     return bool((a == b).all()) and a.shape == b.shape
+
+
+def test_pull_with_a_limit_sets_up_a_streamed_cache(setup, tmp_path, s3_server, capsys):
+    from slipstream.cli import main
+
+    folder, full, remote = setup
+    total = sum(e["size"] for e in full.attrs["files"].values())
+    args = ["--remote", f"s3://{remote.location.path}", "--endpoint-url", s3_server.endpoint_url,
+            "--storage-option", "key=testing-key", "--storage-option", "secret=testing-secret",
+            "--cache-dir", str(tmp_path / "B"), "-q"]
+    assert main(["pull", full.key[:10], "--local-cache-limit", str(total // 2), *args]) == 0
+    assert "streamed" in capsys.readouterr().out
+    store = LocalStore(tmp_path / "B")
+    area = store.stream_dir(full.key)
+    assert not store.has(full.key) and (area / "zarr.json").is_file()
+    assert not any(is_chunk_file(p.relative_to(area).as_posix()) for p in area_files(area))
+    all_good(area, full.attrs["files"])
+    # a limit larger than the cache pulls it whole, as before
+    assert main(["pull", full.key[:10], "--local-cache-limit", "1TB", *args]) == 0
+    assert store.has(full.key)
