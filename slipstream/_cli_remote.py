@@ -58,6 +58,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     from .errors import CacheNotFoundError
     from .stores.local import LocalStore, default_cache_dir
     from .stores.pull import pull_cache
+    from .stores.streaming import local_cache_limit, open_streamed, should_stream
     from .stores.sync import pull_additions
 
     remote = _remote(args)
@@ -69,6 +70,15 @@ def cmd_pull(args: argparse.Namespace) -> int:
             f"unique key prefix (`slipstream ls-remote` lists them)"
         )
     key = matches[0]
+    limit = local_cache_limit(args.local_cache_limit)
+    if limit is not None and not store.has(key) and should_stream(remote, key, limit):
+        cache = open_streamed(remote, key, store, limit, threads=args.threads,
+                              progress=not args.quiet)
+        print(cache.path)
+        print(f"{key}  streamed: its metadata is here; loaders with local_cache_limit fetch "
+              f"its chunks on demand, keeping at most {limit} bytes  [{remote.describe_url()}]")
+        cache.close()
+        return 0
     report = pull_cache(remote, key, store, threads=args.threads, progress=not args.quiet)
     if not report.pulled:  # it was here already: fetch the indexes others added
         pull_additions(store.open_cache(key), remote, report, threads=args.threads,
@@ -150,6 +160,9 @@ def add_remote_commands(sub: Any) -> None:
 
     q = sub.add_parser("pull", help="download a cache from a remote store (verified)")
     q.add_argument("key", help="the cache's key, or a unique prefix of it")
+    q.add_argument("--local-cache-limit", metavar="SIZE", help="if the cache is larger than "
+                   "SIZE (e.g. 50GB), set it up to be streamed instead of pulled whole "
+                   "(default $SLIPSTREAM_LOCAL_CACHE_LIMIT; docs/streaming.md)")
     add_common(q)
     q.set_defaults(func=cmd_pull)
 

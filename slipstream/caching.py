@@ -8,6 +8,7 @@ travel), and is the one place that joins them. ``SlipstreamDataset.build_cache``
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -30,13 +31,14 @@ from .cache.derived import ensure_format
 from .cache.images import DEFAULT_MAX_PIXELS, check_max_pixels
 from .cache.index import write_index as _write_index
 from .cache.key import content_key
-from .errors import CacheRootError, RemoteCacheWarning, SlipstreamError
+from .errors import CacheError, CacheRootError, RemoteCacheWarning, SlipstreamError
 from .sources.base import Source
 from .stores._transfer import DEFAULT_THREADS, SyncReport
 from .stores.base import CacheStore
 from .stores.local import LocalStore
 from .stores.pull import pull_cache
 from .stores.push import push_cache
+from .stores.streaming import open_streamed, should_stream
 from .stores.sync import pull_additions
 
 if TYPE_CHECKING:
@@ -161,9 +163,15 @@ def ensure_cache(
     progress: bool = True,
     *,
     threads: int = DEFAULT_THREADS,
+    local_cache_limit: int | None = None,
 ) -> Cache:
-    """The dataset's cache: found locally, else pulled from ``remote``, else built here
-    (and pushed to ``remote``).
+    """The dataset's cache: found locally, else pulled from ``remote`` (or streamed from
+    it, when it is larger than ``local_cache_limit`` bytes: docs/streaming.md), else built
+    here (and pushed to ``remote``).
+
+    The cache is marked in use while this runs, and the returned cache can mark itself
+    (``cache.mark_in_use()``, a shared lock: :meth:`LocalStore.hold`), as a loader does
+    for each epoch, so that ``slipstream rm`` and ``prune`` leave it alone.
 
     A local cache is used without contacting the remote, unless an earlier push of it
     did not finish: that push is resumed. A failed push warns
@@ -176,12 +184,35 @@ def ensure_cache(
     key = dataset.cache_key(image_format)
     if isinstance(remote, LocalStore) and remote.root.resolve() == store.root.resolve():
         remote = None  # the remote copy is this very directory: nothing to pull or push
+    in_use = store.hold(key)  # before looking: a prune in progress finishes first
+    try:
+        cache = _find_pull_or_build(dataset, image_format, remote, progress, threads,
+                                    local_cache_limit, store, key)
+    finally:
+        in_use.release()
+    cache.mark_in_use = functools.partial(store.hold, key)
+    return cache
+
+
+def _find_pull_or_build(dataset: SlipstreamDataset, image_format: str,
+                        remote: CacheStore | None, progress: bool, threads: int,
+                        local_cache_limit: int | None, store: LocalStore, key: str) -> Cache:
     if store.has(key):
         cache = store.open_cache(key)
         if remote is not None and store.push_pending(key).exists():
             _push_or_warn(cache, store, remote, threads, progress)
     elif remote is None:
         return dataset.build_cache(image_format, progress=progress)
+    elif local_cache_limit is not None and should_stream(remote, key, local_cache_limit):
+        cache = open_streamed(remote, key, store, local_cache_limit, threads=threads,
+                              progress=progress)
+        if image_format != cache.image_format and image_format not in cache.image_formats:
+            raise CacheError(
+                f"{remote.object_url(key)} holds no {image_format} images (it has "
+                f"{list(cache.image_formats)}), and a streamed cache cannot derive them: "
+                f"stream image_format={cache.image_format!r}, or derive {image_format} once "
+                f"from a full copy and push it (`slipstream push`)")
+        return cache
     elif remote.has(key):
         report = pull_cache(remote, key, store, threads=threads, progress=progress)
         if report.pulled:

@@ -265,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
     from ._cli_remote import add_remote_commands  # push, pull, sync, ls-remote
     add_remote_commands(sub)
+    from ._cli_housekeeping import add_housekeeping_commands  # du, rm, prune
+    add_housekeeping_commands(sub)
 
     from .show import PRESET_NAMES
 

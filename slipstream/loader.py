@@ -16,9 +16,10 @@ import torch
 
 from ._crop_params import crop_params
 from ._decode_pool import BatchJob, DecodePool
-from ._sampler import EpochSampler
+from ._sampler import BlockShuffle, EpochSampler
 from .cache import Cache
 from .cache.reader import HeapColumn, ImageColumn
+from .cache.streamed import BatchPins, pin_batch, read_ahead, stop_read_ahead
 from .caching import ensure_cache
 from .dataset import SlipstreamDataset
 from .decode import kernel
@@ -32,6 +33,7 @@ from .errors import (
 )
 from .schema import FieldKind
 from .stores.base import CacheStore
+from .stores.streaming import local_cache_limit as _local_cache_limit
 from .stores.sync import SyncReport, remote_store_for, sync_remote_cache
 from .transforms.base import BatchContext, check_stage
 from .transforms.basic import ToTorchImage
@@ -159,7 +161,11 @@ class SlipstreamLoader:
     ``remote_cache="s3://bucket/prefix/"`` (plus ``remote_cache_endpoint_url`` for Wasabi
     or MinIO, and ``remote_cache_storage_options`` for s3fs), a cache the team already
     pushed is pulled instead of built, and one built here is pushed;
-    :meth:`sync_remote_cache` shares indexes added later (``docs/sharing.md``).
+    :meth:`sync_remote_cache` shares indexes added later (``docs/sharing.md``). With
+    ``local_cache_limit="50GB"`` (or ``$SLIPSTREAM_LOCAL_CACHE_LIMIT``) a remote cache
+    larger than the limit is streamed instead: training starts at once, chunk files are
+    fetched on demand and ahead, and at most the limit is kept on local disk; shuffling
+    is then a block shuffle (``docs/streaming.md``).
 
     Each batch is a dict: each pipeline's output under its name (a pipeline that ends in a dict
     contributes its keys), numeric fields as tensors (``label`` is ``int64``), and
@@ -214,6 +220,7 @@ class SlipstreamLoader:
         remote_cache_endpoint_url: str | None = None,
         remote_cache_storage_options: Mapping[str, Any] | None = None,
         on_error: str = "raise",
+        local_cache_limit: int | str | None = None,
     ) -> None:
         if on_error not in ON_ERROR_POLICIES:
             raise InvalidArgumentError(f"on_error must be one of {ON_ERROR_POLICIES}, got "
@@ -240,6 +247,11 @@ class SlipstreamLoader:
         #: where the team's caches are shared (None: build locally); see docs/sharing.md
         self.remote_cache: CacheStore | None = remote_store_for(
             remote_cache, remote_cache_endpoint_url, remote_cache_storage_options)
+        #: bytes a remote cache streamed from ``remote_cache`` may keep on local disk
+        #: (``$SLIPSTREAM_LOCAL_CACHE_LIMIT``; None: pulled whole); see docs/streaming.md
+        self.local_cache_limit = _local_cache_limit(local_cache_limit)
+        self._shuffle_window: int | None = None  # a block shuffle's, restored by load_state_dict
+        self._blocks: BlockShuffle | None = None
         self._epoch = 0
         # Positions are global: samples of the epoch's global order served by all ranks
         # together, which is what lets a run resume at another world size.
@@ -265,7 +277,8 @@ class SlipstreamLoader:
         if self._cache is None:
             assert isinstance(self.dataset, SlipstreamDataset)
             self._cache = ensure_cache(self.dataset, self.image_format, self.remote_cache,
-                                       progress=self.progress)
+                                       progress=self.progress,
+                                       local_cache_limit=self.local_cache_limit)
         return self._cache
 
     def sync_remote_cache(self) -> SyncReport:
@@ -304,7 +317,27 @@ class SlipstreamLoader:
     # -- epochs -----------------------------------------------------------------------------
     def _sampler(self) -> EpochSampler:
         return EpochSampler(len(self.cache), self.batch_size, self.shuffle, self.seed,
-                            self.drop_last, self.rank, self.world_size)
+                            self.drop_last, self.rank, self.world_size, self._block_shuffle())
+
+    def _block_shuffle(self) -> BlockShuffle | None:
+        """A streamed cache is shuffled in windows of chunks that fill a third of its local
+        area (the window being read, the next one fetched ahead, and slack), so that an
+        epoch fetches each chunk about once (docs/streaming.md)."""
+        cache = self.cache
+        if not self.shuffle or cache.chunk_source is None:
+            return None
+        columns = [cache.image_column(p.field, self.image_format)
+                   for p in self._resolve_pipelines()]
+        if not columns:
+            return None
+        heap = columns[0].heap
+        window = self._shuffle_window
+        if window is None:
+            per_window = sum(c.heap.chunk_bytes for c in columns)
+            window = max(1, (self.local_cache_limit or 0) // 3 // per_window)
+        if self._blocks is None or self._blocks.window != window:
+            self._blocks = BlockShuffle.from_chunk_ids(heap.offsets // heap.chunk_bytes, window)
+        return self._blocks
 
     def __len__(self) -> int:
         return len(self._sampler())
@@ -409,10 +442,14 @@ class SlipstreamLoader:
             epoch, position = self._active
         else:
             epoch, position = self._epoch, self._start_sample
-        return {"seed": self.seed, "epoch": epoch, "samples_done": position,
-                "batch_size": self.batch_size, "world_size": self.world_size,
-                "num_samples": len(self.cache), "shuffle": self.shuffle,
-                "drop_last": self.drop_last}
+        state = {"seed": self.seed, "epoch": epoch, "samples_done": position,
+                 "batch_size": self.batch_size, "world_size": self.world_size,
+                 "num_samples": len(self.cache), "shuffle": self.shuffle,
+                 "drop_last": self.drop_last}
+        blocks = self._block_shuffle()
+        if blocks is not None:  # the order depends on it: a resumed run must use the same
+            state["shuffle_window"] = blocks.window
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from a :meth:`state_dict`: same seed, epoch and position.
@@ -432,6 +469,11 @@ class SlipstreamLoader:
                     f"the same {key}"
                 )
         seed, epoch, position = _read_state(state, self.batch_size)
+        window = state.get("shuffle_window")
+        if window is not None and (not _is_int(window) or window < 1):
+            raise InvalidArgumentError(f"load_state_dict: shuffle_window must be a positive "
+                                       f"integer, got {window!r:.40}; the state is damaged")
+        self._shuffle_window = window
         if "samples_done" in state and position > len(self.cache):
             raise InvalidArgumentError(
                 f"load_state_dict: samples_done={position} is past the {len(self.cache)} "
@@ -576,7 +618,7 @@ class _Handover:
     """What an exhausted epoch leaves the next one: the batches it started, in their slots."""
 
     def __init__(self, ahead: _Ahead, slots: list[dict[str, Any]], slot_events: list[Any],
-                 base: int, pool: DecodePool) -> None:
+                 base: int, pool: DecodePool, pins: dict[int, BatchPins | None]) -> None:
         self.key = ahead.key
         self.batches = ahead.batches
         self.inflight = ahead.inflight
@@ -585,12 +627,17 @@ class _Handover:
         self.slot_events = slot_events
         self.base = base
         self.pool = pool
+        self.pins = pins  # the chunks its batches read, pinned per slot (streamed caches)
 
     def cancel(self, loader: SlipstreamLoader) -> None:
         """Cancel its batches; once nothing writes into its slots, they are spare again."""
         if _cancel_and_wait(self.inflight.values(), self.pool):
             loader._spare_slots.extend(zip(self.slots, self.slot_events))
         self.inflight.clear()
+        for pins in self.pins.values():
+            if pins is not None:
+                pins.release()
+        self.pins = {}
 
 
 def _cancel_and_wait(inflight: Any, pool: DecodePool | None) -> bool:
@@ -636,8 +683,11 @@ class _EpochIterator:
         self.base = 0  # batch b decodes into slot (base + b) % len(slots)
         self.slots: list[dict[str, Any]] = []
         self.slot_events: list[Any] = []
+        #: chunks of a streamed cache pinned by the batch decoding in each slot
+        self.pins: dict[int, BatchPins | None] = {}
         if handover is not None and handover.pool is self.pool:
             self.slots, self.slot_events = handover.slots, handover.slot_events
+            self.pins = handover.pins
             self.inflight, self.submitted = handover.inflight, handover.submitted
             self.base = handover.base
         else:
@@ -647,7 +697,10 @@ class _EpochIterator:
         self.ahead: _Ahead | None = None
         self._looked_ahead = False
         self.next_to_yield = 0
+        # the cache is in use until the epoch ends: `slipstream rm/prune` leave it alone
+        self.in_use = self.cache.mark_in_use() if self.cache.mark_in_use else None
         try:
+            read_ahead(self.heaps, self.batches)
             self._submit_until(len(self.slots))  # every slot is free: start decoding now
         except BaseException:
             self.close()
@@ -706,6 +759,8 @@ class _EpochIterator:
             event.synchronize()
             self.slot_events[slot_index] = None
         slot = self.slots[slot_index]
+        self._unpin(slot_index)
+        self.pins[slot_index] = pin_batch(self.heaps, indices)
         for col in self.heaps:
             self.cache.check_unchanged(col, indices)
         ctx = BatchContext(self.loader.seed, epoch, indices)
@@ -752,6 +807,7 @@ class _EpochIterator:
             keep = self._record_skipped(failed, len(ctx.indices)) if failed else None
             done = self.start + b + 1
             if keep is not None and not keep.any():  # every sample failed: nothing to yield
+                self._unpin(self._slot_of(b))
                 self.loader._progress(self.epoch, done, self.start + len(self.batches))
                 continue
             try:
@@ -759,8 +815,14 @@ class _EpochIterator:
             except BaseException:
                 self.close()  # a failing transform must not leave threads decoding
                 raise
+            self._unpin(self._slot_of(b))
             self.loader._progress(self.epoch, done, self.start + len(self.batches))
             return out
+
+    def _unpin(self, slot_index: int) -> None:
+        pins = self.pins.pop(slot_index, None)
+        if pins is not None:
+            pins.release()
 
     def _record_skipped(self, failed: list[tuple[int, SampleError]], n: int) -> np.ndarray:
         """Log and count the samples ``on_error="skip"`` leaves out; the keep mask."""
@@ -830,9 +892,10 @@ class _EpochIterator:
             self.close()
             return
         self.loader._handover = _Handover(ahead, self.slots, self.slot_events,
-                                          self._slot_of(len(self.batches)), self.pool)
+                                          self._slot_of(len(self.batches)), self.pool,
+                                          self.pins)
         self.ahead = None
-        self.slots, self.slot_events = [], []
+        self.slots, self.slot_events, self.pins = [], [], {}
         self.close()
 
     def close(self) -> None:
@@ -849,6 +912,12 @@ class _EpochIterator:
             self.loader._spare_slots.extend(zip(self.slots, self.slot_events))
         self.slots, self.slot_events = [], []
         self.pool = None
+        stop_read_ahead(self.heaps)
+        for slot_index in list(self.pins):  # nothing decodes any more: no batch reads a chunk
+            self._unpin(slot_index)
+        if self.in_use is not None:
+            self.in_use.release()
+            self.in_use = None
 
     def __del__(self) -> None:
         try:

@@ -314,29 +314,38 @@ class ByteHeap:
         _check_extents(array_dir, offsets, sizes, self.length)
         self.offsets = offsets
         self.sizes = sizes
-        n_chunks = -(-self.length // self.chunk_bytes) if self.length else 0
+        self.num_chunks = -(-self.length // self.chunk_bytes) if self.length else 0
         self._views: list[np.ndarray] = []
         self._bases: np.ndarray | None = None  # the maps' addresses, for locate()
         #: each chunk file's identity when it was mapped: see :meth:`changed_chunks`
         self._stamps: list[tuple[int, int, int] | None] = []
         #: which chunks' mapped bytes were hashed against the manifest (:meth:`verify_chunk`)
         self._verified: list[bool] = []
-        for c in range(n_chunks):  # stops at the first missing chunk: bounded by the files
-            path = _chunk_path(array_dir, c)
-            try:
-                view, stamp = map_with_stamp(path)
-                self._stamps.append(stamp)
-            except CacheError:
-                raise
-            except OSError as exc:
-                raise _damaged(f"{path}: chunk {c} of the heap is unreadable ({exc})") from exc
-            if len(view) < min(self.chunk_bytes, self.length - c * self.chunk_bytes):
-                raise CacheCorruptError(
-                    f"{path} is {len(view)} bytes, shorter than its chunk: the cache is damaged; "
-                    f"run `slipstream verify` and rebuild it"
-                )
+        self._map_chunks()
+
+    def _map_chunks(self) -> None:
+        """Map every chunk file now (a streamed heap maps them when pinned)."""
+        for c in range(self.num_chunks):  # stops at the first missing chunk
+            view, stamp = self._map_chunk(c)
+            self._stamps.append(stamp)
             self._views.append(view)
             self._verified.append(False)
+
+    def _map_chunk(self, c: int) -> tuple[np.ndarray, tuple[int, int, int]]:
+        """Chunk ``c``'s file, mapped and checked to be long enough."""
+        path = _chunk_path(self.array_dir, c)
+        try:
+            view, stamp = map_with_stamp(path)
+        except CacheError:
+            raise  # not a regular file, or not readable by this user: already named
+        except OSError as exc:
+            raise _damaged(f"{path}: chunk {c} of the heap is unreadable ({exc})") from exc
+        if len(view) < min(self.chunk_bytes, self.length - c * self.chunk_bytes):
+            raise CacheCorruptError(
+                f"{path} is {len(view)} bytes, shorter than its chunk: the cache is damaged; "
+                f"run `slipstream verify` and rebuild it"
+            )
+        return view, stamp
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -386,8 +395,8 @@ class ByteHeap:
         return _chunk_path(self.array_dir, c)
 
     def chunks_of(self, indices: np.ndarray) -> list[int]:
-        """The chunks holding values ``indices`` (sorted, each once)."""
-        if not len(indices) or not self._views:
+        """The chunk files holding values ``indices``, ascending, each once."""
+        if not len(indices) or not self.num_chunks:
             return []
         first = self.offsets[indices] // self.chunk_bytes
         last = (self.offsets[indices] + np.maximum(self.sizes[indices], 1) - 1) // self.chunk_bytes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +14,7 @@ from ..errors import CacheCorruptError, CacheError, CacheNotFoundError
 from ..schema import Field, FieldKind
 from .arrays import ByteHeap, read_array
 from .layout import CHECKSUM, Codec, read_manifest
+from .streamed import ChunkSource, StreamedByteHeap
 from .workspace import CacheWorkspace
 
 if TYPE_CHECKING:
@@ -29,14 +30,17 @@ CHECK_CHUNKS_ENV = "SLIPSTREAM_CHECK_CHUNKS"
 
 class HeapColumn:
     """A bytes or str field: one memory-mapped heap. ``checksums`` (the manifest's digests
-    by path) are checked for the arrays read whole (offsets, sizes, ...)."""
+    by path) are checked for the arrays read whole (offsets, sizes, ...); with a
+    ``chunk_source`` the heap's chunk files are streamed (mapped while pinned)."""
 
     def __init__(self, field_dir: Path, kind: FieldKind,
-                 checksums: Mapping[Path, str] | None = None) -> None:
+                 checksums: Mapping[Path, str] | None = None,
+                 chunk_source: ChunkSource | None = None) -> None:
         self.kind = kind
-        self.heap = ByteHeap(field_dir / "heap",
-                             read_array(field_dir / "offsets", np.uint64, checksums),
-                             read_array(field_dir / "sizes", np.uint32, checksums))
+        offsets = read_array(field_dir / "offsets", np.uint64, checksums)
+        sizes = read_array(field_dir / "sizes", np.uint32, checksums)
+        self.heap = (ByteHeap(field_dir / "heap", offsets, sizes) if chunk_source is None else
+                     StreamedByteHeap(field_dir / "heap", offsets, sizes, chunk_source))
 
     def __len__(self) -> int:
         return len(self.heap)
@@ -73,8 +77,9 @@ class HeapColumn:
 class ImageColumn(HeapColumn):
     """An image field: its heap plus per-image height, width and codec."""
 
-    def __init__(self, field_dir: Path, checksums: Mapping[Path, str] | None = None) -> None:
-        super().__init__(field_dir, FieldKind.IMAGE, checksums)
+    def __init__(self, field_dir: Path, checksums: Mapping[Path, str] | None = None,
+                 chunk_source: ChunkSource | None = None) -> None:
+        super().__init__(field_dir, FieldKind.IMAGE, checksums, chunk_source)
         self.heights = read_array(field_dir / "heights", np.uint32, checksums)
         self.widths = read_array(field_dir / "widths", np.uint32, checksums)
         self.codecs = read_array(field_dir / "codecs", np.uint8, checksums)
@@ -115,8 +120,9 @@ class DerivedImageColumn(HeapColumn):
     heights and widths, and one codec for every image."""
 
     def __init__(self, field_dir: Path, base: ImageColumn, codec: int,
-                 checksums: Mapping[Path, str] | None = None) -> None:
-        super().__init__(field_dir, FieldKind.IMAGE, checksums)
+                 checksums: Mapping[Path, str] | None = None,
+                 chunk_source: ChunkSource | None = None) -> None:
+        super().__init__(field_dir, FieldKind.IMAGE, checksums, chunk_source)
         if len(self) != len(base):
             raise CacheCorruptError(
                 f"{field_dir}: {len(self)} images, but {len(base)} in {field_dir.parent}; the "
@@ -142,8 +148,14 @@ class Cache:
     """
 
     def __init__(self, path: str | os.PathLike[str], *,
-                 workspace: CacheWorkspace | None = None) -> None:
+                 workspace: CacheWorkspace | None = None,
+                 chunk_source: ChunkSource | None = None) -> None:
         self.path = Path(path)
+        #: makes heap chunk files present on demand (a streamed cache); None: all present
+        self.chunk_source = chunk_source
+        #: given by the store that holds the cache: marks it in use (so that housekeeping
+        #: leaves it alone) until the returned lock's ``release()``; None: no marking
+        self.mark_in_use: Callable[[], Any] | None = None
         #: where changes to the cache (indexes, derived formats) are staged and locked,
         #: given by the store that holds it; None for a cache opened by path alone
         self.workspace = workspace
@@ -201,9 +213,9 @@ class Cache:
             f = self.field(name)
             d = self.path / name
             if f.kind is FieldKind.IMAGE:
-                col = ImageColumn(d, self.checksums)
+                col = ImageColumn(d, self.checksums, self.chunk_source)
             elif f.kind in (FieldKind.STR, FieldKind.BYTES):
-                col = HeapColumn(d, f.kind, self.checksums)
+                col = HeapColumn(d, f.kind, self.checksums, self.chunk_source)
             else:
                 col = read_array(d, np.float64 if f.kind is FieldKind.FLOAT else np.int64,
                                  self.checksums)
@@ -234,7 +246,7 @@ class Cache:
                     f"{list(self.image_formats)}); derive them with "
                     f"SlipstreamDataset.build_cache(image_format={image_format!r})")
             col = DerivedImageColumn(self.path / name / image_format, self.column(name),
-                                     Codec.YUV420, self.checksums)
+                                     Codec.YUV420, self.checksums, self.chunk_source)
             self._columns[key] = col
         return col
 

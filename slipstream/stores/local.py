@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from .._filelock import FileLock
+from .._filelock import FileLock, SharedLock
 from ..cache import Cache, manifest
-from ..errors import RemoteObjectNotFoundError
+from ..errors import CacheError, RemoteObjectNotFoundError
 from ..hookspecs import hookimpl
 from ..location import Location
 from ._retry import RetryPolicy
@@ -212,6 +212,58 @@ class LocalStore(CacheStore):
         path = self.tmp_root / f"{key}.build-lock"
         self._make_lock_file(path)
         return FileLock(path, timeout=timeout)
+
+    # -- caches in use, and streamed caches ---------------------------------------------
+    def in_use_path(self, key: str) -> Path:
+        """The lock file a reader of cache ``key`` (full or streamed) holds shared while it
+        has the cache open; its mtime is the cache's last use."""
+        return self.tmp_root / f"{key}.in-use"
+
+    def hold(self, key: str) -> SharedLock:
+        """Mark cache ``key`` in use (a shared lock, released by :meth:`SharedLock.release`
+        or when the process ends) and record the use. Waits while ``rm``/``prune`` holds
+        the key."""
+        path = self.in_use_path(key)
+        self._make_lock_file(path)
+        lock = SharedLock(path).acquire()
+        try:
+            os.utime(path)
+        except OSError:  # another user's file in a shared root: the use still counts
+            pass
+        return lock
+
+    def claim_unused(self, key: str) -> FileLock | None:
+        """The exclusive lock of cache ``key`` if no reader holds it (else None): hold it
+        while removing the cache."""
+        path = self.in_use_path(key)
+        self._make_lock_file(path)
+        lock = FileLock(path, timeout=0)
+        try:
+            lock.acquire()
+        except CacheError:
+            return None
+        return lock
+
+    @property
+    def stream_root(self) -> Path:
+        """Where streamed caches keep their local part: ``ROOT/.stream/KEY/``."""
+        return self.root / ".stream"
+
+    def stream_dir(self, key: str) -> Path:
+        return self.stream_root / key
+
+    def streamed_keys(self) -> list[str]:
+        """Keys with a streamed (partial, bounded) local copy."""
+        if not self.stream_root.is_dir():
+            return []
+        return sorted(p.name for p in self.stream_root.iterdir()
+                      if is_cache_name(p.name) and p.is_dir())
+
+    def stream_lock(self, key: str) -> FileLock:
+        """Serialises setting up (or refreshing) the streamed copy of ``key``."""
+        path = self.tmp_root / f"{key}.stream-lock"
+        self._make_lock_file(path)
+        return FileLock(path)
 
     def lock_path(self, key: str) -> Path:
         """The lock file that serialises changes to published cache ``key`` (indexes)."""

@@ -1,0 +1,244 @@
+"""Benchmark: streaming a remote cache through a bounded local disk (docs/streaming.md).
+
+Three questions, on the ImageNet-like corpus (2,000 JPEGs of ~100 KB over 20 classes;
+see ``_corpus.py``), its cache built here with 4 MiB heap chunks (so that a quarter of it
+is many chunks) and pushed to an S3 server on loopback in its own process:
+
+1. *First batch from a cold remote*: seconds from creating a ``SlipstreamLoader`` with
+   ``local_cache_limit`` (an empty local root) to its first batch, against the same
+   loader that pulls the whole cache first (the behaviour without a limit). Goal: ≤ 2 s.
+2. *Steady throughput*: images/s over an epoch (random resized crop 224, 2 threads,
+   batches of 64) of the streamed loader with a limit of 25% of the cache, against the
+   same loader over the fully local cache, in alternating rounds; median and spread of
+   each, and the ratio of the medians. Goal: ≥ 0.9.
+3. *Bounded disk*: in those streamed epochs, every sample is served exactly once, the
+   local area (sampled every 5 ms) never exceeds the limit plus one chunk, and with the
+   block shuffle each chunk is fetched at most twice.
+
+    python benchmarks/bench_streaming.py                     # moto and weed (if installed)
+    python benchmarks/bench_streaming.py --server moto --rounds 3 --json .bench/bench_streaming.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from _corpus import BENCH_DIR, imagenet_like, write_results
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # tests/_servers.py: the same loopback servers the tests use
+
+from bench_pull import MotoProcess  # noqa: E402
+
+from tests._servers import WeedS3, weed_binary  # noqa: E402
+
+CHUNK = 4 << 20
+BATCH = 64
+THREADS = 2
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--server", choices=("moto", "weed", "both"), default="both",
+                   help="S3 server(s) on loopback (default both; weed only if installed)")
+    p.add_argument("--images", type=int, default=2000)
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    p.add_argument("--json", help="write the results here")
+    return p.parse_args(argv)
+
+
+def build(folder: Path, root: Path):
+    from slipstream.caching import build_cache
+    from slipstream.sources import open_source
+    from slipstream.stores.local import LocalStore
+
+    with open_source(str(folder)) as source:
+        return build_cache(source, LocalStore(root), heap_chunk_bytes=CHUNK, progress=False)
+
+
+def pipelines():
+    from slipstream import DecodeRandomResizedCrop
+
+    return {"image": [DecodeRandomResizedCrop(224)]}
+
+
+def area_bytes(area: Path) -> int:
+    total = 0
+    for p in area.rglob("*"):
+        try:
+            if p.is_file():
+                total += p.stat().st_blocks * 512
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def streamed_epoch(folder: Path, root: Path, remote, limit: int, seed: int) -> dict:
+    """One epoch streamed into a fresh local root: rate, peak disk, fetches, coverage."""
+    from slipstream import SlipstreamDataset, SlipstreamLoader
+
+    loader = SlipstreamLoader(SlipstreamDataset(folder, cache_dir=root), batch_size=BATCH,
+                              num_threads=THREADS, pipelines=pipelines(), progress=False,
+                              remote_cache=remote, local_cache_limit=limit, seed=seed)
+    cache = loader.cache
+    area = cache.path
+    peak = [0]
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], area_bytes(area))
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    paths: list[str] = []
+    t0 = time.perf_counter()
+    for batch in loader:
+        paths.extend(batch["path"])
+    seconds = time.perf_counter() - t0
+    stop.set()
+    watcher.join()
+    fetched = cache.chunk_source.fetched
+    return {"seconds": seconds, "images_per_s": len(paths) / seconds, "peak_bytes": peak[0],
+            "max_fetches_per_chunk": max(fetched.values()), "chunks_fetched": len(fetched),
+            "paths": paths}
+
+
+def local_epoch(cache, seed: int) -> dict:
+    from slipstream import SlipstreamLoader
+
+    loader = SlipstreamLoader(cache, batch_size=BATCH, num_threads=THREADS,
+                              pipelines=pipelines(), progress=False, seed=seed)
+    n = 0
+    t0 = time.perf_counter()
+    for batch in loader:
+        n += len(batch["path"])
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "images_per_s": n / seconds}
+
+
+def first_batch(folder: Path, root: Path, remote, limit: int | None) -> float:
+    from slipstream import SlipstreamDataset, SlipstreamLoader
+
+    t0 = time.perf_counter()
+    loader = SlipstreamLoader(SlipstreamDataset(folder, cache_dir=root), batch_size=BATCH,
+                              num_threads=THREADS, pipelines=pipelines(), progress=False,
+                              remote_cache=remote, local_cache_limit=limit)
+    it = iter(loader)
+    next(it)
+    seconds = time.perf_counter() - t0
+    it.close()
+    return seconds
+
+
+def spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "all": values}
+
+
+def run_on(kind: str, folder: Path, cache, work: Path, rounds: int) -> dict:
+    from slipstream.stores.sync import open_remote_store
+
+    if kind == "weed":
+        server = WeedS3(weed_binary() or "weed", work / "weed")
+        server.start()
+        endpoint, stop = server.endpoint, server.stop
+    else:
+        moto = MotoProcess()
+        endpoint, stop = moto.endpoint, moto.stop
+    try:
+        bucket = endpoint.new_bucket("bench-stream")
+        remote = open_remote_store(f"s3://{bucket}/caches/", endpoint_url=endpoint.endpoint_url,
+                                   storage_options=endpoint.storage_options)
+        from slipstream.stores.push import push_cache
+
+        push_cache(cache, remote, progress=False)
+        total = sum(int(e["size"]) for e in cache.attrs["files"].values())
+        limit = total // 4
+        chunk = max(int(e["size"]) for rel, e in cache.attrs["files"].items()
+                    if "/heap/c/" in rel)
+        out: dict = {"server": kind, "cache_bytes": total, "limit_bytes": limit,
+                     "chunk_bytes": chunk}
+        cold, pulled = [], []
+        for r in range(rounds):
+            for what in (("stream", "pull") if r % 2 == 0 else ("pull", "stream")):
+                root = work / f"{kind}-first-{what}-{r}"
+                t = first_batch(folder, root, remote, limit if what == "stream" else None)
+                (cold if what == "stream" else pulled).append(t)
+                shutil.rmtree(root, ignore_errors=True)
+        out["first_batch_streamed_s"] = spread(cold)
+        out["first_batch_whole_pull_s"] = spread(pulled)
+        streamed, local, checks = [], [], []
+        expected = sorted(cache.column("path").values(range(len(cache))))
+        for r in range(rounds):
+            for what in (("stream", "local") if r % 2 == 0 else ("local", "stream")):
+                if what == "local":
+                    local.append(local_epoch(cache, seed=r)["images_per_s"])
+                    continue
+                root = work / f"{kind}-epoch-{r}"
+                got = streamed_epoch(folder, root, remote, limit, seed=r)
+                streamed.append(got["images_per_s"])
+                checks.append({
+                    "every_sample_once": sorted(got["paths"]) == expected,
+                    "peak_bytes": got["peak_bytes"],
+                    "peak_within_limit_plus_chunk": got["peak_bytes"] <= limit + chunk,
+                    "max_fetches_per_chunk": got["max_fetches_per_chunk"],
+                })
+                shutil.rmtree(root, ignore_errors=True)
+        out["streamed_images_per_s"] = spread(streamed)
+        out["local_images_per_s"] = spread(local)
+        out["ratio_streamed_to_local"] = (statistics.median(streamed)
+                                          / statistics.median(local))
+        out["bounded_disk_checks"] = checks
+        return out
+    finally:
+        stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    folder = imagenet_like(args.images)
+    work = Path(tempfile.mkdtemp(prefix="bench-stream-", dir=BENCH_DIR))
+    try:
+        cache = build(folder, work / "source-cache")
+        kinds = ["moto", "weed"] if args.server == "both" else [args.server]
+        if "weed" in kinds and weed_binary() is None:
+            print("no `weed` binary: skipping SeaweedFS")
+            kinds.remove("weed")
+        results = {"machine": platform.platform(), "images": len(cache), "batch": BATCH,
+                   "threads": THREADS, "runs": []}
+        for kind in kinds:
+            got = run_on(kind, folder, cache, work, args.rounds)
+            results["runs"].append(got)
+            print(f"[{kind}] cache {got['cache_bytes'] / 1e6:.0f} MB, limit "
+                  f"{got['limit_bytes'] / 1e6:.0f} MB, chunks {got['chunk_bytes'] / 1e6:.1f} MB")
+            print(f"  first batch: streamed {got['first_batch_streamed_s']['median']:.2f} s "
+                  f"(range {got['first_batch_streamed_s']['min']:.2f}-"
+                  f"{got['first_batch_streamed_s']['max']:.2f}), whole pull first "
+                  f"{got['first_batch_whole_pull_s']['median']:.2f} s")
+            s, loc = got["streamed_images_per_s"], got["local_images_per_s"]
+            print(f"  epoch: streamed {s['median']:.0f} img/s ({s['min']:.0f}-{s['max']:.0f}), "
+                  f"local {loc['median']:.0f} img/s ({loc['min']:.0f}-{loc['max']:.0f}), "
+                  f"ratio {got['ratio_streamed_to_local']:.2f}")
+            for c in got["bounded_disk_checks"]:
+                print(f"  25% limit: every sample once {c['every_sample_once']}, peak "
+                      f"{c['peak_bytes'] / 1e6:.1f} MB (<= limit + chunk: "
+                      f"{c['peak_within_limit_plus_chunk']}), max fetches per chunk "
+                      f"{c['max_fetches_per_chunk']}")
+        write_results(Path(args.json) if args.json else None, results)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Streaming a remote cache through a bounded local area (docs/streaming.md), against a
+real S3 server on loopback: every sample once, the limit kept, chunks verified before
+use, two loaders sharing the area, JPEG and YUV420 columns, indexes, resume and DDP."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slipstream import SlipstreamDataset, SlipstreamLoader
+from slipstream.cache import layout
+from slipstream.cache.verify import file_digest
+from slipstream.caching import build_cache, write_index
+from slipstream.decoders import DecodeCenterCrop, ReadBytes
+from slipstream.errors import ConfigurationError
+from slipstream.sample_data import make_image_folder
+from slipstream.sources import open_source
+from slipstream.stores.local import LocalStore
+from slipstream.stores.push import push_cache
+from slipstream.stores.streaming import is_chunk_file, parse_size
+from slipstream.stores.sync import open_remote_store
+
+#: small heap chunks, so that a small folder makes many of them
+CHUNK = 32 << 10
+
+
+def streamed_setup(root: Path, endpoint_url: str, storage_options: dict, bucket: str, *,
+                   image_format: str = "jpeg", index: bool = False, images: int = 40):
+    """A folder, its cache built in ``root/A`` with small chunks and pushed; the remote."""
+    folder = make_image_folder(root / "data", num_classes=3, images_per_class=images,
+                               size=(64, 80), seed=4)
+    with open_source(str(folder)) as source:
+        cache = build_cache(source, LocalStore(root / "A"), image_format=image_format,
+                            heap_chunk_bytes=CHUNK, progress=False)
+    if index:
+        write_index(cache, ["label"])
+    remote = open_remote_store(f"s3://{bucket}/caches/", endpoint_url=endpoint_url,
+                               storage_options=storage_options)
+    push_cache(cache, remote, progress=False)
+    return folder, cache, remote
+
+
+def chunk_files(cache) -> dict[str, int]:
+    return {rel: e["size"] for rel, e in cache.attrs["files"].items() if is_chunk_file(rel)}
+
+
+def area_files(area: Path) -> list[Path]:
+    return [p for p in area.rglob("*") if p.is_file() and not p.name.startswith(".")]
+
+
+def all_good(area: Path, files: dict) -> None:
+    """Every file under its own name in the area matches the manifest."""
+    for p in area_files(area):
+        rel = p.relative_to(area).as_posix()
+        if rel == layout.MANIFEST_NAME:
+            continue
+        size, digest = file_digest(p)
+        assert (size, digest) == (files[rel]["size"], files[rel][layout.CHECKSUM]), rel
+
+
+@pytest.fixture
+def setup(tmp_path, s3_server, s3_bucket):
+    return streamed_setup(tmp_path, s3_server.endpoint_url, s3_server.storage_options,
+                          s3_bucket)
+
+
+def loader_for(folder, cache_dir, remote, limit, **kw):
+    kw.setdefault("pipelines", {"image": [ReadBytes()]})
+    kw.setdefault("batch_size", 8)
+    return SlipstreamLoader(SlipstreamDataset(folder, cache_dir=cache_dir),
+                            num_threads=2, progress=False, remote_cache=remote,
+                            local_cache_limit=limit, **kw)
+
+
+def test_sizes_parse_and_bad_ones_say_what_is_expected(monkeypatch):
+    assert parse_size("50GB") == 50 * 10**9
+    assert parse_size("1.5 TB") == 1.5e12
+    assert parse_size("200MiB") == 200 << 20
+    assert parse_size(1234) == 1234
+    for bad in ("lots", "-1GB", 0, "5 XB"):
+        with pytest.raises(ConfigurationError, match="local_cache_limit"):
+            parse_size(bad)
+
+
+def test_a_quarter_limit_serves_every_sample_once_within_the_limit(setup, tmp_path):
+    folder, full, remote = setup
+    chunks = chunk_files(full)
+    assert len(chunks) >= 8
+    total = sum(e["size"] for e in full.attrs["files"].values())
+    limit = total // 4
+    loader = loader_for(folder, tmp_path / "B", remote, limit, shuffle=True, seed=3, prefetch=2,
+                        batch_size=4)
+    cache = loader.cache
+    assert cache.chunk_source is not None  # streamed, not pulled
+    area = cache.path
+    assert not LocalStore(tmp_path / "B").has(full.key)
+    assert not any(is_chunk_file(p.relative_to(area).as_posix()) for p in area_files(area))
+    seen, peak = [], 0
+    reference = {i: full.column("image").value(i) for i in range(len(full))}
+    for batch in loader:
+        data, offsets = batch["image"].data.numpy(), batch["image"].offsets.numpy()
+        for k, path in enumerate(batch["path"]):
+            i = full.column("path").values(range(len(full))).index(path)
+            assert data[offsets[k]:offsets[k + 1]].tobytes() == reference[i]
+            seen.append(i)
+        peak = max(peak, sum(p.stat().st_size for p in area_files(area)))
+    assert sorted(seen) == list(range(len(full)))
+    assert peak <= limit + max(chunks.values())
+    fetched = cache.chunk_source.fetched
+    assert set(fetched) == set(chunks) and max(fetched.values()) <= 2
+    all_good(area, full.attrs["files"])
+
+
+def test_streamed_pixels_equal_the_local_cache_and_the_env_sets_the_limit(
+        setup, tmp_path, monkeypatch):
+    folder, full, remote = setup
+    total = sum(e["size"] for e in full.attrs["files"].values())
+    monkeypatch.setenv("SLIPSTREAM_LOCAL_CACHE_LIMIT", str(total // 3))
+    pipes = {"image": [DecodeCenterCrop(48)]}
+    streamed = loader_for(folder, tmp_path / "B", remote, None, shuffle=False, pipelines=pipes)
+    assert streamed.local_cache_limit == total // 3
+    local = SlipstreamLoader(full, batch_size=8, shuffle=False, num_threads=2, pipelines=pipes,
+                             progress=False)
+    for a, b in zip(streamed, local, strict=True):
+        assert np.array_equal(a["image"].numpy(), b["image"].numpy())
+        assert a["path"] == b["path"]
+
+
+def test_no_limit_or_a_larger_one_pulls_the_whole_cache(setup, tmp_path):
+    folder, full, remote = setup
+    total = sum(e["size"] for e in full.attrs["files"].values())
+    cache = loader_for(folder, tmp_path / "B", remote, total * 2).cache
+    assert cache.chunk_source is None and LocalStore(tmp_path / "B").has(full.key)
+
+
+def test_two_loaders_share_the_area_without_downloading_a_chunk_twice(setup, tmp_path):
+    """Two loaders of one cache (same seed: they want the same chunks at the same time)
+    race through the first half of an epoch."""
+    folder, full, remote = setup
+    total = sum(e["size"] for e in full.attrs["files"].values())
+    loaders = [loader_for(folder, tmp_path / "B", remote, total - 1, shuffle=True, seed=7)
+               for _ in range(2)]
+    caches = [ld.cache for ld in loaders]
+    half = len(loaders[0]) // 2
+    errors: list[BaseException] = []
+
+    def run(ld):
+        try:
+            epoch = iter(ld)
+            for _ in range(half):
+                next(epoch)
+            epoch.close()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(ld,)) for ld in loaders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    sources = [c.chunk_source for c in caches]
+    fetched = sources[0].fetched + sources[1].fetched
+    evicted = sources[0].evicted + sources[1].evicted
+    assert len(fetched) >= 4
+    # a chunk is downloaded again only after one of them evicted it (the area is one
+    # chunk short of the cache), never twice at once
+    assert all(n <= 1 + evicted[rel] for rel, n in fetched.items()), (fetched, evicted)
+
+
+def test_resume_mid_epoch_and_ranks_follow_the_block_order(setup, tmp_path):
+    folder, full, remote = setup
+    total = sum(e["size"] for e in full.attrs["files"].values())
+    limit = total // 3
+    first = loader_for(folder, tmp_path / "B", remote, limit, seed=11)
+    whole = [b["path"] for b in first]
+    assert sorted(p for b in whole for p in b) == sorted(
+        full.column("path").values(range(len(full))))
+    again = loader_for(folder, tmp_path / "B", remote, limit, seed=11)
+    it = iter(again)
+    for _ in range(2):
+        next(it)
+    state = again.state_dict()
+    it.close()
+    assert state["shuffle_window"] >= 1
+    resumed = loader_for(folder, tmp_path / "B", remote, limit // 2, seed=0)
+    resumed.load_state_dict(state)  # another limit: the saved window still rules
+    assert [b["path"] for b in resumed] == whole[2:]
+    ranks = [loader_for(folder, tmp_path / "B", remote, limit, seed=11, rank=r, world_size=2)
+             for r in range(2)]
+    per_rank = [[p for b in ld for p in b["path"]] for ld in ranks]
+    flat = [p for b in whole for p in b]
+    assert per_rank[0] == flat[0::2][:len(per_rank[0])]
+    assert per_rank[1] == flat[1::2][:len(per_rank[1])]
+
+
+def test_yuv420_columns_and_indexes_stream_too(tmp_path, s3_server, s3_bucket):
+    folder, full, remote = streamed_setup(tmp_path, s3_server.endpoint_url,
+                                          s3_server.storage_options, s3_bucket,
+                                          image_format="yuv420", index=True)
+    assert "yuv420" in full.image_formats and full.index_names == ("label",)
+    total = sum(e["size"] for e in full.attrs["files"].values())
+    pipes = {"image": [ReadBytes()]}
+    ds = SlipstreamDataset(folder, cache_dir=tmp_path / "B")
+    streamed = SlipstreamLoader(ds, batch_size=8, shuffle=False, num_threads=2,
+                                pipelines=pipes, progress=False, remote_cache=remote,
+                                local_cache_limit=total // 2, image_format="yuv420")
+    local = SlipstreamLoader(full, batch_size=8, shuffle=False, num_threads=2,
+                             pipelines=pipes, progress=False, image_format="yuv420")
+    for a, b in zip(streamed, local, strict=True):
+        assert torch_equal(a["image"].data, b["image"].data)
+    cache = streamed.cache
+    assert cache.chunk_source is not None
+    assert any("yuv420/heap/c/" in rel for rel in cache.chunk_source.fetched)
+    got, want = cache.index("label"), full.index("label")
+    for label in range(3):
+        assert np.array_equal(got.samples_for(label), want.samples_for(label))
+
+
+def torch_equal(a, b) -> bool:
+    return bool((a == b).all()) and a.shape == b.shape
+
+
+def test_pull_with_a_limit_sets_up_a_streamed_cache(setup, tmp_path, s3_server, capsys):
+    from slipstream.cli import main
+
+    folder, full, remote = setup
+    total = sum(e["size"] for e in full.attrs["files"].values())
+    args = ["--remote", f"s3://{remote.location.path}", "--endpoint-url", s3_server.endpoint_url,
+            "--storage-option", "key=testing-key", "--storage-option", "secret=testing-secret",
+            "--cache-dir", str(tmp_path / "B"), "-q"]
+    assert main(["pull", full.key[:10], "--local-cache-limit", str(total // 2), *args]) == 0
+    assert "streamed" in capsys.readouterr().out
+    store = LocalStore(tmp_path / "B")
+    area = store.stream_dir(full.key)
+    assert not store.has(full.key) and (area / "zarr.json").is_file()
+    assert not any(is_chunk_file(p.relative_to(area).as_posix()) for p in area_files(area))
+    all_good(area, full.attrs["files"])
+    # a limit larger than the cache pulls it whole, as before
+    assert main(["pull", full.key[:10], "--local-cache-limit", "1TB", *args]) == 0
+    assert store.has(full.key)
