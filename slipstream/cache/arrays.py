@@ -374,22 +374,30 @@ class ByteHeap:
         arrays that must stay alive while it reads them (the chunk maps, and a joined copy
         of each value that straddles chunks). Vectorised: no per-value Python."""
         indices = np.asarray(indices, np.int64)
-        keep: list[np.ndarray] = list(self._views)
-        if not keep or not len(indices):
+        bases, keep = self._chunk_bases()
+        if not len(bases) or not len(indices):
             return np.zeros(len(indices), np.uint64), keep
-        bases = self._bases
-        if bases is None or len(bases) != len(keep):  # once: the maps do not move
-            bases = self._bases = np.fromiter((v.ctypes.data for v in keep), np.uint64,
-                                              len(keep))
         offsets = self.offsets[indices].astype(np.uint64)
         sizes = self.sizes[indices].astype(np.uint64)
         chunk, start = np.divmod(offsets, np.uint64(self.chunk_bytes))
-        addresses = bases[np.minimum(chunk, len(keep) - 1).astype(np.intp)] + start
+        base = bases[np.minimum(chunk, len(bases) - 1).astype(np.intp)]
+        if not base.all():  # a chunk not mapped: never hand native code address 0 + offset
+            raise RuntimeError(f"{self.array_dir}: locate() of values whose chunks are not "
+                               f"mapped (a streamed heap maps chunks only while pinned)")
+        addresses = base + start
         for k in np.flatnonzero(start + sizes > self.chunk_bytes).tolist():
             joined = self.view(int(indices[k]))
             keep.append(joined)
             addresses[k] = joined.ctypes.data
         return addresses, keep
+
+    def _chunk_bases(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Each chunk's mapped address (0 where none is mapped) and the maps to keep alive.
+        Every chunk of a plain heap is mapped at open and never moves: computed once."""
+        keep: list[np.ndarray] = list(self._views)
+        if self._bases is None or len(self._bases) != len(keep):
+            self._bases = np.fromiter((v.ctypes.data for v in keep), np.uint64, len(keep))
+        return self._bases, keep
 
     def chunk_path(self, c: int) -> Path:
         return _chunk_path(self.array_dir, c)

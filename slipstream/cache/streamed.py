@@ -113,6 +113,15 @@ class StreamedByteHeap(ByteHeap):
             if last:
                 self.source.release(self.chunk_path(c))
 
+    def _chunk_bases(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The chunks mapped now (pins come and go): computed afresh on every call."""
+        with self._pin_lock:
+            views = list(self._views)
+        keep = [v for v in views if v is not None]
+        bases = np.fromiter((0 if v is None else v.ctypes.data for v in views), np.uint64,
+                            len(views))
+        return bases, keep
+
     def view(self, i: int) -> np.ndarray:
         try:
             return super().view(i)
