@@ -10,13 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ._redact import scrub
-from .errors import SlipstreamError
+from .errors import SlipstreamError, UsageError
 
 __all__ = ["main"]
-
-
-class UsageError(SlipstreamError, ValueError):
-    """A command-line argument that cannot be used (printed as one line, exit status 2)."""
 
 
 def _storage_options(pairs: Sequence[str]) -> dict[str, Any]:

@@ -33,6 +33,10 @@ __all__ = [
     "UnknownPipelineError",
     "InvalidArgumentError",
     "PipelineError",
+    "UsageError",
+    "DeadlineExceeded",
+    "JpegDecodeError",
+    "KernelDecodeError",
 ]
 
 
@@ -148,3 +152,28 @@ class InvalidArgumentError(SlipstreamError, ValueError):
 
 class PipelineError(SlipstreamError, TypeError):
     """A pipeline stage does not follow the stage contract (``stage(value, ctx)``)."""
+
+
+class UsageError(SlipstreamError, ValueError):
+    """A command-line argument that cannot be used (printed as one line, exit status 2)."""
+
+
+class DeadlineExceeded(TimeoutError):
+    """An operation ran out of its total time (attempts and pauses together); the store
+    layer turns it into a :class:`RemoteTimeoutError` naming the object."""
+
+
+class JpegDecodeError(ValueError):
+    """libjpeg-turbo refused the data (corrupt, truncated or not a JPEG); the loader raises
+    it as a :class:`SampleError` naming the sample."""
+
+
+class KernelDecodeError(ValueError):
+    """The native decode kernel refused one sample: its bytes are damaged, truncated, not
+    what the cache table says, or of a kind it does not decode. ``code`` is the kernel's
+    result code (``slipstream.decode.kernel.ERROR_NAMES``); the loader raises it as a
+    :class:`SampleError` naming the sample."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code

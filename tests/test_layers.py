@@ -63,3 +63,17 @@ def test_no_module_under_cache_imports_the_stores():
 def test_lower_layers_know_no_dataset_loader_or_caching(layer):
     assert offending(layer, ("slipstream.loader", "slipstream.dataset", "slipstream.caching",
                              "slipstream.cli")) == {}
+
+
+def test_every_exception_type_is_defined_in_errors_py():
+    """One place for the error types users catch: a class named ``...Error``,
+    ``...Exceeded`` or ``...Warning`` anywhere else in the package fails this test."""
+    elsewhere = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == PACKAGE / "errors.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ClassDef) and node.name.endswith(
+                    ("Error", "Exception", "Exceeded", "Warning")):
+                elsewhere.append(f"{path.relative_to(PACKAGE)}: {node.name}")
+    assert not elsewhere, elsewhere

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingDependencyError
+from ..errors import KernelDecodeError, MissingDependencyError
 
 __all__ = [
     "KERNEL_ENV",
@@ -63,15 +63,6 @@ _INSTALL_HINT = (
     "libjpeg62-turbo-dev`, Ubuntu `libjpeg-turbo8-dev`, conda `libjpeg-turbo`) and "
     "reinstall slipstream (`pip install -e .`)"
 )
-
-
-class KernelDecodeError(ValueError):
-    """The kernel refused one sample: its bytes are damaged, truncated, not what the cache
-    table says, or of a kind it does not decode. ``code`` is the kernel's result code."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"{ERROR_NAMES.get(code, f'error {code}')}: {message}")
-        self.code = code
 
 
 _module: ModuleType | None = None
@@ -134,7 +125,7 @@ def failures(raw: Sequence[tuple[int, int, str]]) -> list[tuple[int, Exception]]
     for k, code, message in raw:
         if code == _NO_MEMORY:
             raise MemoryError(f"decode kernel: {message}")
-        out.append((k, KernelDecodeError(code, message)))
+        out.append((k, KernelDecodeError(f"{ERROR_NAMES.get(code, f'error {code}')}: {message}", code)))
     return out
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import MissingDependencyError
+from ..errors import JpegDecodeError, MissingDependencyError
 from .jpeg_frame import read_frame, undecodable_reason
 from .turbo import _INSTALL_HINT, TURBOJPEG_LIB_ENV
 
@@ -43,10 +43,6 @@ _CANDIDATES = (
     "/opt/homebrew/opt/jpeg-turbo/lib/libturbojpeg.dylib",
     "/usr/local/opt/jpeg-turbo/lib/libturbojpeg.dylib",
 )
-
-class JpegDecodeError(ValueError):
-    """libjpeg-turbo refused the data (corrupt, truncated or not a JPEG)."""
-
 
 @dataclass(frozen=True)
 class JpegHeader:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, DeadlineExceeded
 
 __all__ = ["RetryPolicy", "call_with_retries", "is_transient", "DEADLINE_ENV", "DeadlineExceeded"]
 
@@ -65,10 +65,6 @@ def _default_deadline() -> float:
         raise ConfigurationError(f"${DEADLINE_ENV}={text!r}: expected a positive number of "
                                  f"seconds (the deadline of one remote operation, e.g. 300)")
     return value
-
-
-class DeadlineExceeded(TimeoutError):
-    """An operation ran out of its total time (attempts and pauses together)."""
 
 
 @dataclass(frozen=True)
