@@ -284,9 +284,10 @@ def test_a_loader_builds_with_the_datasets_on_error(tmp_path):
     ds = SlipstreamDataset(root, cache_dir=tmp_path / "cache", on_error="skip")
     paths = []
     for _ in range(2):
-        loader = SlipstreamLoader(ds, batch_size=4, shuffle=False, seed=0, num_threads=1,
-                                  pipelines={"image": [DecodeCenterCrop(16)]}, progress=False)
-        paths.append([p for b in loader for p in b["path"]])
-        assert [e["index"] for e in loader.cache.skipped] == [1]
+        with SlipstreamLoader(ds, batch_size=4, shuffle=False, seed=0, num_threads=1,
+                              pipelines={"image": [DecodeCenterCrop(16)]},
+                              progress=False) as loader:
+            paths.append([p for b in loader for p in b["path"]])
+            assert [e["index"] for e in loader.cache.skipped] == [1]
     assert paths == [["a/good.jpg"], ["a/good.jpg"]]
     assert len([p for p in (tmp_path / "cache").iterdir() if p.name != ".tmp"]) == 1

@@ -154,8 +154,20 @@ class TurboDecoder:
     def _check(self, rc: int, what: str) -> None:
         if rc == 0:
             return
-        _raise_unless_ok(what, self._lib.tjGetErrorCode(self._handle),
-                         self._lib.tjGetErrorStr2(self._handle))
+        code = self._lib.tjGetErrorCode(self._handle)
+        message = self._lib.tjGetErrorStr2(self._handle)
+        if code != TJERR_WARNING:
+            # libjpeg-turbo 2.1's tjDecompressHeader3 leaves the decompressor inside the
+            # header after an error, so every later call on this handle fails ("two SOI
+            # markers"): start from a fresh handle
+            self._reset()
+        _raise_unless_ok(what, code, message)
+
+    def _reset(self) -> None:
+        self.close()
+        self._handle = self._lib.tjInitDecompress()
+        if not self._handle:
+            raise MemoryError("tjInitDecompress failed")
 
     def header(self, data: np.ndarray | bytes) -> JpegHeader:
         buf = np.frombuffer(data, np.uint8) if isinstance(data, bytes) else data

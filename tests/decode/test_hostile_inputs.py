@@ -219,3 +219,24 @@ def test_read_frame_never_fails_on_any_bytes(prefix, body):
     if frame is not None:
         assert 0xC0 <= frame.marker <= 0xCF and 0 <= frame.precision <= 255
         assert 0 <= frame.height < 65536 and 0 <= frame.width < 65536
+
+
+def test_a_refused_header_does_not_poison_the_threads_header_reader():
+    """libjpeg-turbo 2.1 leaves a TurboJPEG handle inside the header after an error, and
+    every later header read on it failed ("two SOI markers"): a build thread that met one
+    bad JPEG then stored every good JPEG after it as a Pillow-decoded image. Each error now
+    starts a fresh handle."""
+    from slipstream.decode.libturbojpeg import JpegDecodeError, TurboDecoder
+
+    turbo = TurboDecoder()
+    try:
+        good = (HOSTILE_DIR / "baseline_48x40.jpg").read_bytes()
+        for name in ("12bit_gray_48x40.jpg", "truncated_48x40.jpg", "lossless_rgb_48x40.jpg"):
+            try:
+                turbo.header((HOSTILE_DIR / name).read_bytes())
+            except JpegDecodeError:
+                pass
+            head = turbo.header(good)
+            assert (head.height, head.width) == (40, 48), name
+    finally:
+        turbo.close()
