@@ -30,7 +30,7 @@ from slipstream.stores.pull import pull_cache
 from slipstream.stores.push import push_cache
 from slipstream.stores.sync import open_remote_store
 
-from .._servers import SECRET, MotoS3
+from .._servers import SECRET
 from ..helpers import sigkill
 from .test_sharing import make_folder
 
@@ -38,14 +38,6 @@ REPO = Path(__file__).resolve().parents[2]
 #: Fail fast once the server is gone: one botocore attempt, two of ours, short timeouts.
 FAST = {"config_kwargs": {"retries": {"mode": "standard", "total_max_attempts": 1},
                           "connect_timeout": 1, "read_timeout": 5}}
-
-
-@pytest.fixture
-def moto():
-    server = MotoS3()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

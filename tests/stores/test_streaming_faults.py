@@ -14,18 +14,9 @@ import pytest
 from slipstream.errors import CacheCorruptError, RemoteStoreError
 from slipstream.stores.streaming import is_chunk_file
 
-from .._servers import MotoS3
 from ..helpers import sigkill
 from .test_sharing_faults import fast_remote
 from .test_streaming import all_good, area_files, chunk_files, loader_for, streamed_setup
-
-
-@pytest.fixture
-def moto():
-    server = MotoS3()
-    server.start()
-    yield server
-    server.stop()
 
 
 def setup_on(endpoint, tmp_path, bucket_hint):
