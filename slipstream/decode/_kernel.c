@@ -211,13 +211,11 @@ static void resample_row_c(const uint8_t *s, ptrdiff_t src_stride, size_t row_le
 #include <emmintrin.h>
 #define SIMD_MAX_PAIRS 32
 
-/* One output row with SSE2: taps in pairs, bytes of two source rows interleaved and
- * multiplied-added with pmaddwd, the sums kept in registers across taps. Eight output
- * bytes per step; the tail in C. */
-static void resample_row_sse2(const uint8_t *s, ptrdiff_t src_stride, size_t row_len,
-                              const int16_t *w, int taps, uint8_t *restrict d) {
-    const uint8_t *ra[SIMD_MAX_PAIRS], *rb[SIMD_MAX_PAIRS];
-    int32_t wp[SIMD_MAX_PAIRS];
+/* The nonzero taps of one output row in pairs, for the SIMD rows: the two source rows of
+ * pair p (ra, rb; rb = ra for an odd last tap) and their two 16-bit weights packed in one
+ * 32-bit word (the operand of a multiply-add of interleaved bytes). */
+static int pair_taps(const uint8_t *s, ptrdiff_t src_stride, const int16_t *w, int taps,
+                     const uint8_t **ra, const uint8_t **rb, int32_t *wp) {
     int pairs = 0;
     for (int k = 0; k < taps; k += 2) {
         int16_t w0 = w[k], w1 = k + 1 < taps ? w[k + 1] : 0;
@@ -228,6 +226,30 @@ static void resample_row_sse2(const uint8_t *s, ptrdiff_t src_stride, size_t row
         wp[pairs] = (int32_t)((uint32_t)(uint16_t)w0 | ((uint32_t)(uint16_t)w1 << 16));
         pairs++;
     }
+    return pairs;
+}
+
+/* Output bytes [x, row_len) of one row in plain C: the tail past the SIMD steps. */
+static void resample_row_tail(const uint8_t *s, ptrdiff_t src_stride, size_t x,
+                              size_t row_len, const int16_t *w, int taps,
+                              uint8_t *restrict d) {
+    for (; x < row_len; x++) {
+        int32_t acc = 1 << (WBITS - 1);
+        for (int k = 0; k < taps; k++)
+            acc += w[k] * (int32_t)s[(ptrdiff_t)k * src_stride + (ptrdiff_t)x];
+        acc >>= WBITS;
+        d[x] = (uint8_t)(acc < 0 ? 0 : acc > 255 ? 255 : acc);
+    }
+}
+
+/* One output row with SSE2: taps in pairs, bytes of two source rows interleaved and
+ * multiplied-added with pmaddwd, the sums kept in registers across taps. Eight output
+ * bytes per step; the tail in C. */
+static void resample_row_sse2(const uint8_t *s, ptrdiff_t src_stride, size_t row_len,
+                              const int16_t *w, int taps, uint8_t *restrict d) {
+    const uint8_t *ra[SIMD_MAX_PAIRS], *rb[SIMD_MAX_PAIRS];
+    int32_t wp[SIMD_MAX_PAIRS];
+    int pairs = pair_taps(s, src_stride, w, taps, ra, rb, wp);
     const __m128i zero = _mm_setzero_si128(), half = _mm_set1_epi32(1 << (WBITS - 1));
     size_t x = 0;
     for (; x + 8 <= row_len; x += 8) {
@@ -242,13 +264,7 @@ static void resample_row_sse2(const uint8_t *s, ptrdiff_t src_stride, size_t row
         __m128i v = _mm_packs_epi32(_mm_srai_epi32(lo, WBITS), _mm_srai_epi32(hi, WBITS));
         _mm_storel_epi64((__m128i *)(d + x), _mm_packus_epi16(v, v));
     }
-    for (; x < row_len; x++) {
-        int32_t acc = 1 << (WBITS - 1);
-        for (int k = 0; k < taps; k++)
-            acc += w[k] * (int32_t)s[(ptrdiff_t)k * src_stride + (ptrdiff_t)x];
-        acc >>= WBITS;
-        d[x] = (uint8_t)(acc < 0 ? 0 : acc > 255 ? 255 : acc);
-    }
+    resample_row_tail(s, src_stride, x, row_len, w, taps, d);
 }
 #endif
 
@@ -265,16 +281,7 @@ __attribute__((target("avx2"))) static void resample_row_avx2(const uint8_t *s,
                                                               int taps, uint8_t *restrict d) {
     const uint8_t *ra[SIMD_MAX_PAIRS], *rb[SIMD_MAX_PAIRS];
     int32_t wp[SIMD_MAX_PAIRS];
-    int pairs = 0;
-    for (int k = 0; k < taps; k += 2) {
-        int16_t w0 = w[k], w1 = k + 1 < taps ? w[k + 1] : 0;
-        if (!w0 && !w1)
-            continue;
-        ra[pairs] = s + (ptrdiff_t)k * src_stride;
-        rb[pairs] = k + 1 < taps ? ra[pairs] + src_stride : ra[pairs];
-        wp[pairs] = (int32_t)((uint32_t)(uint16_t)w0 | ((uint32_t)(uint16_t)w1 << 16));
-        pairs++;
-    }
+    int pairs = pair_taps(s, src_stride, w, taps, ra, rb, wp);
     const __m256i half = _mm256_set1_epi32(1 << (WBITS - 1));
     size_t x = 0;
     for (; x + 16 <= row_len; x += 16) {
@@ -292,13 +299,7 @@ __attribute__((target("avx2"))) static void resample_row_avx2(const uint8_t *s,
         _mm_storeu_si128((__m128i *)(d + x), _mm_packus_epi16(_mm256_castsi256_si128(v),
                                                              _mm256_extracti128_si256(v, 1)));
     }
-    for (; x < row_len; x++) {
-        int32_t acc = 1 << (WBITS - 1);
-        for (int k = 0; k < taps; k++)
-            acc += w[k] * (int32_t)s[(ptrdiff_t)k * src_stride + (ptrdiff_t)x];
-        acc >>= WBITS;
-        d[x] = (uint8_t)(acc < 0 ? 0 : acc > 255 ? 255 : acc);
-    }
+    resample_row_tail(s, src_stride, x, row_len, w, taps, d);
 }
 #endif
 
