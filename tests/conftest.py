@@ -64,9 +64,11 @@ def _no_thread_leaks():
     yield
     import gc
 
-    gc.collect()
     deadline = time.monotonic() + 5.0
     while True:
+        # Collect on every round: a slice still queued or running holds its loader until
+        # a decode thread drops it, so one collection right away can miss the cycle.
+        gc.collect()
         leaked = [
             t for t in threading.enumerate()
             if t not in before and t.is_alive() and not _library_daemon(t)

@@ -310,13 +310,13 @@ def test_worker_error_surfaces_as_sample_error(writable_folder, tmp_path, decode
         progress=False)  # the build reads headers only: it succeeds
     assert cache[5]["path"] == bad
 
-    loader = SlipstreamLoader(cache, batch_size=2, shuffle=False, seed=0,
-                              pipelines=crop_pipeline(), num_threads=2)
     good = []
-    with pytest.raises(SampleError) as info:
-        for batch in loader:
-            good.append(batch["path"])
-    assert decoding_stops(loader)  # nothing left decoding, right away
+    with SlipstreamLoader(cache, batch_size=2, shuffle=False, seed=0,
+                          pipelines=crop_pipeline(), num_threads=2) as loader:
+        with pytest.raises(SampleError) as info:
+            for batch in loader:
+                good.append(batch["path"])
+        assert decoding_stops(loader)  # nothing left decoding, right away
     assert good == [paths[0:2], paths[2:4]]  # the batches before the bad one came through
     err = info.value
     assert err.index == 5 and err.path == bad
