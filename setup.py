@@ -66,20 +66,22 @@ class BuildKernel(build_ext):
 
 def _extension() -> Extension:
     includes, libdirs = _prefix_dirs()
-    compile_args = ["-std=c99", "-O3", "-Wall", "-Wno-unused-function"]
+    # no FMA contraction: the crop planner must round as numpy does (_plan.c)
+    compile_args = ["-std=c99", "-O3", "-ffp-contract=off", "-Wall", "-Wno-unused-function"]
     link_args: list[str] = []
     if _sanitize():
         san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g",
                "-fno-sanitize-recover=undefined"]
-        compile_args = ["-std=c99", "-O1", *san]
+        compile_args = ["-std=c99", "-O1", "-ffp-contract=off", *san]
         link_args = san
     return Extension(
         "slipstream.decode._kernel",
-        sources=["slipstream/decode/_kernel.c"],
+        sources=["slipstream/decode/_kernel.c", "slipstream/decode/_plan.c"],
+        depends=["slipstream/decode/_plan.h"],
         include_dirs=includes,
         library_dirs=libdirs,
         runtime_library_dirs=libdirs,
-        libraries=["jpeg"],
+        libraries=["jpeg", "m"],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
     )

@@ -50,7 +50,7 @@ spec=".[$(IFS=,; echo "${extras[*]:-}")]"
 [ "$spec" = ".[]" ] && spec="."
 stamp=".venv/.slipstream-setup"
 # the kernel's source too: an editable install compiles it only when pip runs
-want=$(cat pyproject.toml setup.py slipstream/decode/_kernel.c plugins/*/pyproject.toml \
+want=$(cat pyproject.toml setup.py slipstream/decode/_*.[ch] plugins/*/pyproject.toml \
          scripts/setup.sh | sha256sum | cut -d' ' -f1)-"$spec"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python packages ($spec) into .venv"

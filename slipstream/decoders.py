@@ -19,13 +19,8 @@ import torch
 
 from .cache.layout import Codec
 from .decode import kernel
-from .decode.geometry import (
-    ATTEMPTS,
-    CropPlan,
-    center_crop_boxes,
-    plan_crops,
-    random_resized_crop_boxes,
-)
+from ._rng import stream_id, stream_key
+from .decode.geometry import CropPlan, center_crop_boxes, plan_crops
 from .decode.pixels import (
     ThreadState,
     crop_box,
@@ -62,8 +57,8 @@ class ImageColumnView:
     sizes: np.ndarray
 
 
-#: The codecs the native kernel decodes; others go through :meth:`ImageDecoder.decode_one`.
-_NATIVE_CODECS = (Codec.JPEG, Codec.YUV420)
+#: The random stream random resized crops draw from.
+_RRC_STREAM = stream_id("random_resized_crop")
 
 
 @dataclass(frozen=True)
@@ -91,7 +86,9 @@ class BatchSamples:
         return cls(addresses, column.sizes[indices].astype(np.uint64), codecs,
                    np.ascontiguousarray(column.heights[indices], np.uint32),
                    np.ascontiguousarray(column.widths[indices], np.uint32),
-                   np.flatnonzero(~np.isin(codecs, _NATIVE_CODECS)), keepalive, column,
+                   # the kernel decodes JPEG and YUV420; the rest go through decode_one
+                   np.flatnonzero((codecs != Codec.JPEG) & (codecs != Codec.YUV420)),
+                   keepalive, column,
                    np.asarray(indices))
 
     def view(self, k: int) -> np.ndarray:
@@ -263,9 +260,22 @@ class DecodeRandomResizedCrop(_CropDecoder):
         self.scale = (float(scale[0]), float(scale[1]))
         self.ratio = (float(ratio[0]), float(ratio[1]))
 
+    def _stream_key(self, ctx: BatchContext) -> int:
+        seed = ctx.seed if self.seed is None else self.seed
+        return stream_key(seed, ctx.epoch, ctx.view, _RRC_STREAM)
+
     def boxes(self, ctx: BatchContext, heights: np.ndarray, widths: np.ndarray) -> np.ndarray:
-        u = ctx.reseeded(self.seed).uniforms("random_resized_crop", 4 * ATTEMPTS)
-        return random_resized_crop_boxes(heights, widths, u, self.scale, self.ratio)
+        # random_resized_crop_boxes over ctx.uniforms("random_resized_crop", 4 * ATTEMPTS),
+        # natively (tests/decode/test_plan.py holds the two equal)
+        return kernel.random_resized_crops(self._stream_key(ctx), ctx.indices, heights,
+                                           widths, self.scale, self.ratio)
+
+    def plan(self, ctx: BatchContext, column: ImageColumnView) -> CropPlan:
+        idx = ctx.indices
+        plan: CropPlan = kernel.random_resized_crops(
+            self._stream_key(ctx), idx, column.heights[idx], column.widths[idx], self.scale,
+            self.ratio, self.size)
+        return plan
 
 
 class DecodeMultiRandomResizedCrop(ImageDecoder):

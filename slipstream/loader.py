@@ -672,6 +672,10 @@ class _EpochIterator:
         self.heaps: list[HeapColumn] = list(self.columns.values()) + [
             self.cache.column(f.name) for f in self.cache.fields
             if f.kind in (FieldKind.STR, FieldKind.BYTES)]
+        #: the fields served as stored (labels, paths): name, column, their stages
+        self.plain_fields = [(f.name, self.cache.column(f.name),
+                              loader._other_pipelines.get(f.name, ()))
+                             for f in self.cache.fields if f.kind is not FieldKind.IMAGE]
         handover = loader._take_handover(loader._epoch_key(epoch, start))
         self.batches: list[np.ndarray] = (handover.batches if handover is not None
                                           else loader._sampler().batches(epoch, offset=start))
@@ -751,7 +755,9 @@ class _EpochIterator:
         return self.ahead
 
     def _slice_size(self, n: int) -> int:
-        return max(1, math.ceil(n / (self.loader.num_threads * 4)))
+        # Two slices per thread: each slice costs a kernel call and a wake-up under the
+        # GIL, and the next batches' slices (prefetch) keep every thread busy anyway.
+        return max(1, math.ceil(n / (self.loader.num_threads * 2)))
 
     def _submit(self, epoch: int, indices: np.ndarray, slot_index: int) -> _InFlight:
         event = self.slot_events[slot_index]
@@ -863,19 +869,16 @@ class _EpochIterator:
             params = crop_params(p.decoder, p.transforms, plans[p.field], n, ctx, keep)
             if params is not None:
                 out[f"{p.field}_params"] = params
-        for f in self.cache.fields:
-            if f.kind is FieldKind.IMAGE:
-                continue
-            col = self.cache.column(f.name)
+        for name, col, stages in self.plain_fields:
             if isinstance(col, HeapColumn):
-                out[f.name] = _heap_values(col, indices)
+                out[name] = _heap_values(col, indices)
             else:
                 t = torch.from_numpy(col[indices])
                 if device is not None and device.type != "cpu":
                     t = t.to(device, non_blocking=True)
-                for stage in self.loader._other_pipelines.get(f.name, ()):
+                for stage in stages:
                     t = stage(t, ctx)
-                out[f.name] = t
+                out[name] = t
         if on_cuda:
             event = torch.cuda.Event()
             event.record()

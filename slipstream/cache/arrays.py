@@ -189,7 +189,7 @@ def map_with_stamp(path: Path) -> tuple[np.ndarray, tuple[int, int, int]]:
     return view, stamp
 
 
-def file_stamp(path: Path) -> tuple[int, int, int]:
+def file_stamp(path: Path | str) -> tuple[int, int, int]:
     """``(inode, size, mtime_ns)``: what changes when a file is rewritten or replaced."""
     st = os.stat(path)
     return st.st_ino, st.st_size, st.st_mtime_ns
@@ -315,6 +315,8 @@ class ByteHeap:
         self.offsets = offsets
         self.sizes = sizes
         self.num_chunks = -(-self.length // self.chunk_bytes) if self.length else 0
+        #: each chunk's file name, made once: the per-batch change check stats them
+        self._chunk_files = [str(_chunk_path(array_dir, c)) for c in range(self.num_chunks)]
         self._views: list[np.ndarray] = []
         self._bases: np.ndarray | None = None  # the maps' addresses, for locate()
         #: each chunk file's identity when it was mapped: see :meth:`changed_chunks`
@@ -403,17 +405,24 @@ class ByteHeap:
         return _chunk_path(self.array_dir, c)
 
     def chunks_of(self, indices: np.ndarray) -> list[int]:
-        """The chunk files holding values ``indices``, ascending, each once."""
+        """The chunk files holding values ``indices``, ascending, each once (every chunk a
+        value spans, the middle ones of a value longer than a chunk included)."""
         if not len(indices) or not self.num_chunks:
             return []
-        first = self.offsets[indices] // self.chunk_bytes
-        last = (self.offsets[indices] + np.maximum(self.sizes[indices], 1) - 1) // self.chunk_bytes
-        chunks: list[int] = np.unique(np.concatenate([first, last])).tolist()
+        offsets = self.offsets[indices]
+        first = offsets // self.chunk_bytes
+        last = (offsets + np.maximum(self.sizes[indices], 1) - 1) // self.chunk_bytes
+        touched = np.zeros(self.num_chunks, bool)  # a mark per chunk: cheaper than unique()
+        touched[first] = True
+        touched[last] = True
+        for a, b in zip(first[last - first > 1].tolist(), last[last - first > 1].tolist()):
+            touched[a:b] = True
+        chunks: list[int] = np.flatnonzero(touched).tolist()
         return chunks
 
-    def unverified_chunks(self, indices: np.ndarray) -> list[int]:
-        """The chunks holding ``indices`` whose bytes were not yet hashed."""
-        return [c for c in self.chunks_of(indices) if not self._verified[c]]
+    def unverified_chunks(self, chunks: list[int]) -> list[int]:
+        """Those of ``chunks`` whose bytes were not yet hashed."""
+        return [c for c in chunks if not self._verified[c]]
 
     def verify_chunk(self, c: int, expected: str) -> None:
         """Hash chunk ``c`` as mapped (the very bytes decoders read) and compare it with
@@ -423,20 +432,20 @@ class ByteHeap:
             raise checksum_mismatch(self.chunk_path(c))
         self._verified[c] = True
 
-    def changed_chunks(self, indices: np.ndarray) -> list[int]:
-        """The chunk files holding values ``indices`` that were changed in place (same
+    def changed_chunks(self, chunks: list[int]) -> list[int]:
+        """Those of ``chunks`` (:meth:`chunks_of`) whose files were changed in place (same
         inode, other size or mtime) since they were mapped, so the map may show other
         bytes. A file replaced or deleted is not a change: the map keeps the old inode,
-        whose bytes nobody can write any more. One ``stat`` per chunk touched."""
-        if not len(indices) or not self._stamps:
+        whose bytes nobody can write any more. One ``stat`` per chunk."""
+        if not self._stamps:
             return []
         changed = []
-        for c in self.chunks_of(indices):
+        for c in chunks:
             stamp = self._stamps[c]
             if stamp is None:
                 continue
             try:
-                now = file_stamp(self.chunk_path(c))
+                now = file_stamp(self._chunk_files[c])
             except FileNotFoundError:
                 now = None
             if now is None or now[0] != stamp[0]:

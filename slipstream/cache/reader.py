@@ -282,8 +282,9 @@ class Cache:
         from .verify import file_digest
 
         heap = column.heap
-        self._verify_chunks(heap, indices)
-        for c in heap.changed_chunks(indices):
+        chunks = heap.chunks_of(indices)
+        self._verify_chunks(heap, chunks)
+        for c in heap.changed_chunks(chunks):
             path = heap.chunk_path(c)
             rel = path.relative_to(self.path).as_posix()
             expected = self.attrs["files"].get(rel, {})
@@ -303,10 +304,10 @@ class Cache:
                 f"manifest): something rewrote the cache in place, which slipstream never "
                 f"does. {then}")
 
-    def _verify_chunks(self, heap: Any, indices: np.ndarray) -> None:
+    def _verify_chunks(self, heap: Any, chunks: list[int]) -> None:
         if os.environ.get(CHECK_CHUNKS_ENV, "1") == "0":
             return
-        todo = heap.unverified_chunks(indices)
+        todo = heap.unverified_chunks(chunks)
         if not todo:
             return
         digests = self.checksums

@@ -31,6 +31,8 @@
 #include <jpeglib.h>
 #include <jerror.h>
 
+#include "_plan.h"
+
 /* Per-sample result codes (mirrored in kernel.py). */
 enum {
     K_OK = 0,
@@ -1035,8 +1037,17 @@ static PyObject *kernel_values(PyObject *mod, PyObject *args) {
     return out;
 }
 
+PyDoc_STRVAR(plan_rrc_doc,
+"plan_rrc(stream_key, indices, heights, widths, scale_lo, scale_span, log_ratio_lo,\n"
+"         log_ratio_span, ratio_min, ratio_max, out_h, out_w, boxes, denoms) -> None\n\n"
+"Random resized crop boxes of a batch into boxes (int64 (n, 4)), drawn from the random\n"
+"stream stream_key (slipstream._rng.stream_key) per sample index; with denoms (int64\n"
+"(n,)) not None, also each box's DCT scale for an out_h x out_w output and the box\n"
+"snapped to its grid (geometry.plan_crops). heights/widths: uint32.");
+
 static PyMethodDef kernel_methods[] = {
     {"values", kernel_values, METH_VARARGS, values_doc},
+    {"plan_rrc", kernel_plan_rrc, METH_VARARGS, plan_rrc_doc},
     {NULL, NULL, 0, NULL},
 };
 

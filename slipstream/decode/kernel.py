@@ -11,6 +11,7 @@ docs/architecture.md for the contract.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import sys
 import threading
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import KernelDecodeError, MissingDependencyError
+from .geometry import CropPlan
 
 __all__ = [
     "KERNEL_ENV",
@@ -30,6 +32,7 @@ __all__ = [
     "resize",
     "failures",
     "decode_sample",
+    "random_resized_crops",
     "ERROR_NAMES",
     "MAX_PIXELS",
 ]
@@ -145,3 +148,27 @@ def decode_sample(data: np.ndarray, codec: int, height: int, width: int,
         region, fast, MAX_PIXELS)
     for _, exc in failures(raw):
         raise exc
+
+
+def random_resized_crops(key: int, indices: np.ndarray, heights: np.ndarray,
+                         widths: np.ndarray, scale: Sequence[float], ratio: Sequence[float],
+                         out_size: tuple[int, int] | None = None) -> Any:
+    """The random resized crop boxes of samples ``indices`` (images ``heights`` x
+    ``widths``), drawn from the random stream ``key`` (:func:`slipstream._rng.stream_key`),
+    in one native call: the boxes of
+    :func:`~slipstream.decode.geometry.random_resized_crop_boxes` fed with that stream's
+    uniforms, without drawing the attempts a sample does not need. With ``out_size``
+    ``(h, w)``, the :class:`~slipstream.decode.geometry.CropPlan` of those boxes for that
+    output (:func:`~slipstream.decode.geometry.plan_crops`); else the ``int64 (n, 4)``
+    boxes."""
+    n = len(indices)
+    boxes = np.empty((n, 4), np.int64)
+    denoms = np.empty(n, np.int64) if out_size is not None else None
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    out_h, out_w = out_size if out_size is not None else (1, 1)
+    load().plan_rrc(key, np.ascontiguousarray(indices, np.int64),
+                    np.ascontiguousarray(heights, np.uint32),
+                    np.ascontiguousarray(widths, np.uint32), scale[0], scale[1] - scale[0],
+                    log_lo, log_hi - log_lo, min(ratio), max(ratio), out_h, out_w, boxes,
+                    denoms)
+    return boxes if denoms is None else CropPlan(boxes, denoms)

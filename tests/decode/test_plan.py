@@ -1,0 +1,107 @@
+"""The native crop planner (``_plan.c``) against the numpy reference it replaces in the
+loader: the same random streams must give the same boxes and plans, sample for sample
+(the determinism promise: a sample's crop is a function of seed, epoch, index and view)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from slipstream._rng import stream_id, stream_key, uniforms
+from slipstream.decode import kernel
+from slipstream.decode.geometry import ATTEMPTS, plan_crops, random_resized_crop_boxes
+from slipstream.decoders import DecodeRandomResizedCrop, ImageColumnView
+from slipstream.transforms.base import BatchContext
+
+STREAM = stream_id("random_resized_crop")
+
+
+def _sizes(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Image sizes from 1 pixel to 4000, common photo shapes and extreme aspects."""
+    h = rng.integers(1, 4000, n)
+    w = rng.integers(1, 4000, n)
+    h[: n // 8] = 375
+    w[: n // 8] = 500
+    h[n // 8 : n // 4] = rng.integers(1, 8, n // 4 - n // 8)  # tiny
+    w[n // 4 : 3 * n // 8] = h[n // 4 : 3 * n // 8] * 9  # far wider than any ratio
+    return h.astype(np.uint32), w.astype(np.uint32)
+
+
+def _reference(seed, epoch, view, indices, H, W, scale, ratio):
+    u = uniforms(seed, epoch, indices, view, STREAM, 4 * ATTEMPTS)
+    return random_resized_crop_boxes(H, W, u, scale, ratio)
+
+
+@pytest.mark.parametrize("scale,ratio", [
+    ((0.08, 1.0), (3 / 4, 4 / 3)),
+    ((0.25, 1.0), (3 / 4, 4 / 3)),
+    ((0.05, 0.4), (3 / 4, 4 / 3)),
+    ((1.0, 1.0), (2.0, 3.0)),       # nothing fits: every sample falls back
+    ((0.01, 0.05), (0.2, 5.0)),
+])
+@pytest.mark.parametrize("seed,epoch,view", [(0, 0, 0), (1234, 7, 1), (-5, 2**40, 3)])
+def test_native_boxes_equal_the_numpy_reference(scale, ratio, seed, epoch, view):
+    rng = np.random.default_rng(abs(seed) + epoch % 97 + view)
+    n = 4000
+    H, W = _sizes(rng, n)
+    indices = rng.integers(0, 2**40, n)
+    want = _reference(seed, epoch, view, indices, H, W, scale, ratio)
+    key = stream_key(seed, epoch, view, STREAM)
+    got = kernel.random_resized_crops(key, indices, H, W, scale, ratio)
+    assert got.dtype == np.int64 and got.shape == (n, 4)
+    bad = np.flatnonzero((got != want).any(axis=1))
+    assert not len(bad), [(int(H[k]), int(W[k]), got[k].tolist(), want[k].tolist())
+                          for k in bad[:5]]
+
+
+@pytest.mark.parametrize("out", [(224, 224), (96, 96), (160, 128)])
+def test_native_plan_equals_plan_crops(out):
+    rng = np.random.default_rng(11)
+    n = 3000
+    H, W = _sizes(rng, n)
+    indices = np.arange(n, dtype=np.int64)
+    key = stream_key(3, 1, 0, STREAM)
+    boxes = kernel.random_resized_crops(key, indices, H, W, (0.08, 1.0), (3 / 4, 4 / 3))
+    want = plan_crops(boxes, H, W, *out)
+    got = kernel.random_resized_crops(key, indices, H, W, (0.08, 1.0), (3 / 4, 4 / 3), out)
+    assert np.array_equal(got.boxes, want.boxes)
+    assert np.array_equal(got.denoms, want.denoms)
+    assert set(got.denoms.tolist()) >= {1, 2, 4}  # the grid of every scale was exercised
+
+
+def test_decoder_plan_is_its_boxes_planned():
+    """The loader's path (``plan``: one native call) and the multi-crop path (``boxes``
+    then ``plan_crops``) agree."""
+    rng = np.random.default_rng(2)
+    H, W = _sizes(rng, 500)
+    col = ImageColumnView(H, W, np.zeros(500, np.uint8))
+    ctx = BatchContext(9, 4, rng.permutation(500))
+    for seed in (None, 77):
+        dec = DecodeRandomResizedCrop(192, seed=seed)
+        plan = dec.plan(ctx, col)
+        want = plan_crops(dec.boxes(ctx, H[ctx.indices], W[ctx.indices]),
+                          H[ctx.indices], W[ctx.indices], 192, 192)
+        assert np.array_equal(plan.boxes, want.boxes)
+        assert np.array_equal(plan.denoms, want.denoms)
+        ref = _reference(9 if seed is None else seed, 4, 0, ctx.indices, H[ctx.indices],
+                         W[ctx.indices], (0.08, 1.0), (3 / 4, 4 / 3))
+        assert np.array_equal(dec.boxes(ctx, H[ctx.indices], W[ctx.indices]), ref)
+
+
+def test_stream_key_matches_uniforms():
+    """``stream_key`` is the key ``uniforms`` hashes each index with: draws from the
+    native planner and from numpy come from one stream."""
+    idx = np.array([0, 1, 2**33], np.int64)
+    a = uniforms(5, 6, idx, 1, STREAM, 3)
+    b = uniforms(5, 6, idx, 1, STREAM + 1, 3)
+    assert not np.array_equal(a, b)
+    assert stream_key(5, 6, 1, STREAM) != stream_key(5, 6, 1, STREAM + 1)
+    assert stream_key(-1, 0, 0, 0) == stream_key(2**64 - 1, 0, 0, 0)
+
+
+def test_planner_refuses_mismatched_arrays():
+    key = stream_key(0, 0, 0, STREAM)
+    with pytest.raises(ValueError, match="plan_rrc"):
+        kernel.load().plan_rrc(key, np.zeros(3, np.int64), np.ones(2, np.uint32),
+                               np.ones(3, np.uint32), 0.08, 0.92, -0.28, 0.57, 0.75, 1.33,
+                               224, 224, np.empty((3, 4), np.int64), None)
