@@ -6,8 +6,10 @@ On the ImageNet-like corpus (``_corpus.py``: ~500x375 JPEGs of ~100 KB) and its 
 1. **GIL held per image** (goal <= 5 us, all threads together): a child process runs the
    loader; once it is warm, ``py-spy record --gil --threads -f raw -r 200`` attaches to
    it for the timed epochs. py-spy records a sample only for the thread holding the GIL,
-   so GIL seconds = samples / rate, divided by the images delivered meanwhile. The
-   hottest GIL-holding frames are listed. JPEG and YUV420.
+   so GIL seconds = samples / sampling rate, divided by the images delivered meanwhile.
+   On a busy machine py-spy falls behind the rate asked for, so a second py-spy
+   (``--idle``) counts the instants actually sampled and that rate is used (both figures
+   are reported). The hottest GIL-holding frames are listed. JPEG and YUV420.
 2. **Throughput**, in alternating rounds (every system measured once per round, so a
    burst of load from another process does not decide a ratio): slipstream JPEG RRC,
    slipstream YUV420 RRC, a bare **PyTurboJPEG 1.x + cv2** loop on the same T threads
@@ -106,23 +108,32 @@ def measure_gil(fmt: str, args: argparse.Namespace) -> dict[str, Any]:
     assert child.stdin is not None and child.stdout is not None
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "gil.txt"
+        every = Path(tmp) / "all.txt"
         try:
             if child.stdout.readline().strip() != "READY":
                 raise RuntimeError("the GIL child did not start")
-            spy = subprocess.Popen(
-                [pyspy, "record", "--gil", "--threads", "-f", "raw", "-r", str(PYSPY_RATE),
-                 "--pid", str(child.pid), "-o", str(raw)],
+            # A second py-spy records every thread at every sampling instant (--idle): on a
+            # busy machine py-spy falls behind its nominal rate, and the instants it
+            # managed, not the nominal rate, turn GIL samples into seconds.
+            spies = [subprocess.Popen(
+                [pyspy, "record", *flags, "--threads", "-f", "raw", "-r", str(PYSPY_RATE),
+                 "--pid", str(child.pid), "-o", str(out)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                for flags, out in ((["--gil"], raw), (["--idle", "--nonblocking"], every))]
             time.sleep(1.0)  # py-spy attached
+            started = time.perf_counter()
             child.stdin.write("GO\n")
             child.stdin.flush()
             _, n, elapsed = child.stdout.readline().split()
-            spy.send_signal(signal.SIGINT)
-            _, err = spy.communicate(timeout=60)
+            for spy in spies:
+                spy.send_signal(signal.SIGINT)
+            err = "".join(spy.communicate(timeout=60)[1] for spy in spies)
+            recorded = time.perf_counter() - started + 1.0  # both spies ran this long
             child.stdin.write("EXIT\n")
             child.stdin.flush()
             child.wait(timeout=60)
             samples = _raw_samples(raw)
+            instants = _instants(_raw_samples(every))
         finally:
             if child.poll() is None:
                 child.kill()
@@ -130,7 +141,8 @@ def measure_gil(fmt: str, args: argparse.Namespace) -> dict[str, Any]:
         return {"available": False, "why": f"py-spy recorded nothing: {err.strip()[-300:]}"}
     images, seconds = int(n), float(elapsed)
     total = sum(samples.values())
-    gil_s = total / PYSPY_RATE
+    rate = instants / recorded if instants else float(PYSPY_RATE)
+    gil_s = total / rate
     leaves: Counter[str] = Counter()
     by_thread: Counter[str] = Counter()
     for stack, count in samples.items():
@@ -141,8 +153,19 @@ def measure_gil(fmt: str, args: argparse.Namespace) -> dict[str, Any]:
             "images_per_s": round(images / seconds, 1), "gil_samples": total,
             "gil_seconds": round(gil_s, 4), "gil_fraction_of_wall": round(gil_s / seconds, 4),
             "gil_us_per_image": round(gil_s / images * 1e6, 2),
+            "sampling_rate": {"asked": PYSPY_RATE, "achieved": round(rate, 1)},
+            "gil_us_per_image_at_asked_rate": round(total / PYSPY_RATE / images * 1e6, 2),
             "hottest": [(f, c) for f, c in leaves.most_common(6)],
             "by_thread": dict(by_thread)}
+
+
+def _instants(every: Counter[str]) -> int:
+    """How many times py-spy sampled: with ``--idle`` each instant records every thread
+    once, so the busiest thread's count (the main thread's, which lives throughout)."""
+    by_thread: Counter[str] = Counter()
+    for stack, count in every.items():
+        by_thread[stack.split(";")[0]] += count
+    return max(by_thread.values(), default=0)
 
 
 def _raw_samples(path: Path) -> Counter[str]:
@@ -271,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         for fmt in ("jpeg", "yuv420"):
             g = result["gil"][fmt] = measure_gil(fmt, args)
             if g["available"]:
-                log(f"  GIL {fmt}: {g['gil_us_per_image']:.1f} us/image "
+                log(f"  GIL {fmt}: {g['gil_us_per_image']:.1f} us/image (py-spy sampled at "
+                    f"{g['sampling_rate']['achieved']:.0f}/s) "
                     f"({g['gil_fraction_of_wall']:.1%} of wall, {g['images_per_s']:,.0f} "
                     f"images/s under py-spy); hottest {g['hottest'][:3]}")
             else:

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._rng import stream_id, stream_key
 from .cache.layout import Codec
 from .decode import kernel
-from ._rng import stream_id, stream_key
 from .decode.geometry import CropPlan, center_crop_boxes, plan_crops
 from .decode.pixels import (
     ThreadState,

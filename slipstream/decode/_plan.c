@@ -55,9 +55,9 @@ static void rrc_box(uint64_t key, double H, double W, const Params *p, int64_t b
     }
     double in_ratio = W / H, fw = W, fh = H;
     if (in_ratio < p->r_min)
-        fh = rint(W / p->r_min);
+        fh = fmax(1, rint(W / p->r_min)); /* at least one pixel, as in geometry.py */
     else if (in_ratio > p->r_max)
-        fw = rint(H * p->r_max);
+        fw = fmax(1, rint(H * p->r_max));
     box[0] = (int64_t)floor((H - fh) / 2);
     box[1] = (int64_t)floor((W - fw) / 2);
     box[2] = (int64_t)fh;
@@ -94,6 +94,11 @@ PyObject *kernel_plan_rrc(PyObject *mod, PyObject *args) {
                           &p.s_span, &p.log_lo, &p.log_span, &p.r_min, &p.r_max, &out_h,
                           &out_w, &o_boxes, &o_denoms))
         return NULL;
+    if (out_h < 1 || out_w < 1 || out_h > (1LL << 30) || out_w > (1LL << 30)) {
+        PyErr_Format(PyExc_ValueError, "plan_rrc: output size %lld x %lld out of range",
+                     out_h, out_w);
+        return NULL;
+    }
     Py_buffer ib, hb, wb, bb, db;
     int got = 0;
     PyObject *result = NULL;

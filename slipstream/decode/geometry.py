@@ -62,9 +62,10 @@ def random_resized_crop_boxes(
     if fallback.any():
         Hf, Wf = H[fallback, 0], W[fallback, 0]
         in_ratio = Wf / Hf
+        # at least one pixel: a tiny image with an extreme ratio would round to nothing
         fw = np.where(in_ratio < min(ratio), Wf,
-                      np.where(in_ratio > max(ratio), np.rint(Hf * max(ratio)), Wf))
-        fh = np.where(in_ratio < min(ratio), np.rint(Wf / min(ratio)),
+                      np.where(in_ratio > max(ratio), np.maximum(1, np.rint(Hf * max(ratio))), Wf))
+        fh = np.where(in_ratio < min(ratio), np.maximum(1, np.rint(Wf / min(ratio))),
                       np.where(in_ratio > max(ratio), Hf, Hf))
         boxes[fallback] = np.stack([(Hf - fh) // 2, (Wf - fw) // 2, fh, fw], 1)
     return boxes.astype(np.int64)

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from slipstream._rng import stream_id, stream_key, uniforms
 from slipstream.decode import kernel
 from slipstream.decode.geometry import ATTEMPTS, plan_crops, random_resized_crop_boxes
 from slipstream.decoders import DecodeRandomResizedCrop, ImageColumnView
 from slipstream.transforms.base import BatchContext
+
+from .test_kernel_fuzz import FUZZ
 
 STREAM = stream_id("random_resized_crop")
 
@@ -105,3 +109,32 @@ def test_planner_refuses_mismatched_arrays():
         kernel.load().plan_rrc(key, np.zeros(3, np.int64), np.ones(2, np.uint32),
                                np.ones(3, np.uint32), 0.08, 0.92, -0.28, 0.57, 0.75, 1.33,
                                224, 224, np.empty((3, 4), np.int64), None)
+
+
+@FUZZ
+@given(sizes=st.lists(st.tuples(st.integers(1, 2**32 - 1), st.integers(1, 2**32 - 1)),
+                      min_size=1, max_size=40),
+       lo=st.floats(1e-4, 1.0), span=st.floats(0.0, 1.0),
+       r_lo=st.floats(1e-3, 1e3), r_factor=st.floats(1.0, 1e3),
+       out=st.tuples(st.integers(1, 4096), st.integers(1, 4096)),
+       seed=st.integers(-2**63, 2**64 - 1), epoch=st.integers(0, 2**40))
+def test_planner_fuzz_equals_reference_and_stays_inside(sizes, lo, span, r_lo, r_factor, out,
+                                                        seed, epoch):
+    """Any image sizes (up to 2^32 - 1 a side, as a cache may claim), any valid scale and
+    ratio: the native boxes equal numpy's, lie inside the image, and their plan stays on
+    the image too (the sanitizer session runs this against the ASan/UBSan build)."""
+    H = np.array([h for h, _ in sizes], np.uint32)
+    W = np.array([w for _, w in sizes], np.uint32)
+    scale = (lo, min(1.0, lo + span))
+    ratio = (r_lo, r_lo * r_factor)
+    indices = np.arange(len(sizes), dtype=np.int64) * 7919
+    key = stream_key(seed, epoch, 0, STREAM)
+    got = kernel.random_resized_crops(key, indices, H, W, scale, ratio)
+    with np.errstate(over="ignore"):
+        want = _reference(seed, epoch, 0, indices, H, W, scale, ratio)
+    assert np.array_equal(got, want)
+    plan = kernel.random_resized_crops(key, indices, H, W, scale, ratio, out)
+    top, left, h, w = plan.boxes.T
+    assert (top >= 0).all() and (left >= 0).all() and (h >= 1).all() and (w >= 1).all()
+    assert (top + h <= H).all() and (left + w <= W).all()
+    assert set(plan.denoms.tolist()) <= {1, 2, 4, 8}
