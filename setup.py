@@ -76,8 +76,9 @@ def _extension() -> Extension:
         link_args = san
     return Extension(
         "slipstream.decode._kernel",
-        sources=["slipstream/decode/_kernel.c", "slipstream/decode/_plan.c"],
-        depends=["slipstream/decode/_plan.h"],
+        sources=["slipstream/decode/_kernel.c", "slipstream/decode/_plan.c",
+                 "slipstream/decode/_heap.c"],
+        depends=["slipstream/decode/_batch.h"],
         include_dirs=includes,
         library_dirs=libdirs,
         runtime_library_dirs=libdirs,

@@ -755,9 +755,9 @@ class _EpochIterator:
         return self.ahead
 
     def _slice_size(self, n: int) -> int:
-        # Two slices per thread: each slice costs a kernel call and a wake-up under the
-        # GIL, and the next batches' slices (prefetch) keep every thread busy anyway.
-        return max(1, math.ceil(n / (self.loader.num_threads * 2)))
+        # One slice per thread: each slice costs a kernel call and a wake-up under the
+        # GIL, and the other batches in flight (prefetch) keep every thread busy.
+        return max(1, math.ceil(n / self.loader.num_threads))
 
     def _submit(self, epoch: int, indices: np.ndarray, slot_index: int) -> _InFlight:
         event = self.slot_events[slot_index]

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..decode.kernel import load as native
 from ..errors import CacheCorruptError, CacheError
 from ._regular import open_regular, read_regular
 from .layout import CHECKSUM, FileLedger, array_metadata
@@ -375,19 +376,17 @@ class ByteHeap:
         """The memory addresses (``uint64``) of values ``indices``, for native code, and the
         arrays that must stay alive while it reads them (the chunk maps, and a joined copy
         of each value that straddles chunks). Vectorised: no per-value Python."""
-        indices = np.asarray(indices, np.int64)
+        indices = np.ascontiguousarray(indices, np.int64)
         bases, keep = self._chunk_bases()
+        addresses = np.zeros(len(indices), np.uint64)
         if not len(bases) or not len(indices):
-            return np.zeros(len(indices), np.uint64), keep
-        offsets = self.offsets[indices].astype(np.uint64)
-        sizes = self.sizes[indices].astype(np.uint64)
-        chunk, start = np.divmod(offsets, np.uint64(self.chunk_bytes))
-        base = bases[np.minimum(chunk, len(bases) - 1).astype(np.intp)]
-        if not base.all():  # a chunk not mapped: never hand native code address 0 + offset
-            raise RuntimeError(f"{self.array_dir}: locate() of values whose chunks are not "
-                               f"mapped (a streamed heap maps chunks only while pinned)")
-        addresses = base + start
-        for k in np.flatnonzero(start + sizes > self.chunk_bytes).tolist():
+            return addresses, keep
+        try:  # one native call: a chunk not mapped is refused, never address 0 + offset
+            straddling = native().heap_locate(self.offsets, self.sizes, indices,
+                                              self.chunk_bytes, bases, addresses)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{self.array_dir}: {exc}") from None
+        for k in straddling:
             joined = self.view(int(indices[k]))
             keep.append(joined)
             addresses[k] = joined.ctypes.data
@@ -409,15 +408,9 @@ class ByteHeap:
         value spans, the middle ones of a value longer than a chunk included)."""
         if not len(indices) or not self.num_chunks:
             return []
-        offsets = self.offsets[indices]
-        first = offsets // self.chunk_bytes
-        last = (offsets + np.maximum(self.sizes[indices], 1) - 1) // self.chunk_bytes
-        touched = np.zeros(self.num_chunks, bool)  # a mark per chunk: cheaper than unique()
-        touched[first] = True
-        touched[last] = True
-        for a, b in zip(first[last - first > 1].tolist(), last[last - first > 1].tolist()):
-            touched[a:b] = True
-        chunks: list[int] = np.flatnonzero(touched).tolist()
+        chunks: list[int] = native().heap_chunks(
+            self.offsets, self.sizes, np.ascontiguousarray(indices, np.int64),
+            self.chunk_bytes, self.num_chunks)
         return chunks
 
     def unverified_chunks(self, chunks: list[int]) -> list[int]:
@@ -436,18 +429,17 @@ class ByteHeap:
         """Those of ``chunks`` (:meth:`chunks_of`) whose files were changed in place (same
         inode, other size or mtime) since they were mapped, so the map may show other
         bytes. A file replaced or deleted is not a change: the map keeps the old inode,
-        whose bytes nobody can write any more. One ``stat`` per chunk."""
+        whose bytes nobody can write any more. One ``stat`` per chunk, all in one native
+        call."""
         if not self._stamps:
             return []
+        chunks = [c for c in chunks if self._stamps[c] is not None]
         changed = []
-        for c in chunks:
+        # one call, the GIL released for the syscalls
+        for c, now in zip(chunks, native().stat_files([self._chunk_files[c] for c in chunks])):
             stamp = self._stamps[c]
-            if stamp is None:
+            if stamp is None:  # unmapped meanwhile (a streamed heap's chunk)
                 continue
-            try:
-                now = file_stamp(self._chunk_files[c])
-            except FileNotFoundError:
-                now = None
             if now is None or now[0] != stamp[0]:
                 self._stamps[c] = None  # detached from the path: immutable from now on
             elif now != stamp:

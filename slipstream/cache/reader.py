@@ -305,10 +305,8 @@ class Cache:
                 f"does. {then}")
 
     def _verify_chunks(self, heap: Any, chunks: list[int]) -> None:
-        if os.environ.get(CHECK_CHUNKS_ENV, "1") == "0":
-            return
         todo = heap.unverified_chunks(chunks)
-        if not todo:
+        if not todo or os.environ.get(CHECK_CHUNKS_ENV, "1") == "0":
             return
         digests = self.checksums
         jobs = [(c, digests.get(heap.chunk_path(c))) for c in todo]

@@ -31,7 +31,7 @@
 #include <jpeglib.h>
 #include <jerror.h>
 
-#include "_plan.h"
+#include "_batch.h"
 
 /* Per-sample result codes (mirrored in kernel.py). */
 enum {
@@ -1045,9 +1045,29 @@ PyDoc_STRVAR(plan_rrc_doc,
 "(n,)) not None, also each box's DCT scale for an out_h x out_w output and the box\n"
 "snapped to its grid (geometry.plan_crops). heights/widths: uint32.");
 
+PyDoc_STRVAR(heap_chunks_doc,
+"heap_chunks(offsets, sizes, indices, chunk_bytes, n_chunks) -> list[int]\n\n"
+"The chunks (ascending, each once) that values indices (int64) of a heap lie in;\n"
+"offsets uint64 and sizes uint32/uint64 per value. IndexError for an index out of range.");
+
+PyDoc_STRVAR(heap_locate_doc,
+"heap_locate(offsets, sizes, indices, chunk_bytes, bases, addresses) -> list[int]\n\n"
+"Each value's address (base of its first chunk + its offset in it) into addresses\n"
+"(writable uint64 (n,)); bases: each chunk's mapped address, 0 where not mapped\n"
+"(RuntimeError if a value needs one). Returns the positions of values that continue\n"
+"into the next chunk (the caller joins those).");
+
+PyDoc_STRVAR(stat_files_doc,
+"stat_files(paths) -> list[(inode, size, mtime_ns) | None]\n\n"
+"stat() every path with the GIL released; None where the file does not exist, OSError\n"
+"for any other failure.");
+
 static PyMethodDef kernel_methods[] = {
     {"values", kernel_values, METH_VARARGS, values_doc},
     {"plan_rrc", kernel_plan_rrc, METH_VARARGS, plan_rrc_doc},
+    {"heap_chunks", kernel_heap_chunks, METH_VARARGS, heap_chunks_doc},
+    {"heap_locate", kernel_heap_locate, METH_VARARGS, heap_locate_doc},
+    {"stat_files", kernel_stat_files, METH_O, stat_files_doc},
     {NULL, NULL, 0, NULL},
 };
 

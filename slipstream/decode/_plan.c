@@ -16,7 +16,7 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "_plan.h"
+#include "_batch.h"
 
 #define GOLDEN 0x9E3779B97F4A7C15ULL
 #define ATTEMPTS 10

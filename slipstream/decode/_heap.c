@@ -1,0 +1,242 @@
+/*
+ * Heap lookups for a batch in one native call each (slipstream/cache/arrays.py, ByteHeap):
+ * which chunk files a batch's values lie in, and each value's memory address. A heap is a
+ * byte array split into chunk files of chunk_bytes each; value i is sizes[i] bytes at
+ * offset offsets[i]. The numpy equivalent costs a dozen array operations per batch, each
+ * a microsecond or more of GIL on arrays this small. And the change check's stat() of a
+ * batch's chunk files, in one call with the GIL released.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "_batch.h"
+
+typedef struct {
+    Py_buffer offsets, sizes, indices;
+    int got;
+    Py_ssize_t n_values, n;
+} Lookup;
+
+static void lookup_release(Lookup *L) {
+    if (L->got > 2)
+        PyBuffer_Release(&L->indices);
+    if (L->got > 1)
+        PyBuffer_Release(&L->sizes);
+    if (L->got > 0)
+        PyBuffer_Release(&L->offsets);
+    L->got = 0;
+}
+
+/* The heap's offsets (uint64), sizes (uint32 or uint64) and a batch's indices (int64),
+ * checked: every index names a value. */
+static int lookup_open(Lookup *L, PyObject *o_off, PyObject *o_size, PyObject *o_idx,
+                       const char *who) {
+    const int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT;
+    L->got = 0;
+    if (PyObject_GetBuffer(o_off, &L->offsets, flags))
+        return -1;
+    L->got++;
+    if (PyObject_GetBuffer(o_size, &L->sizes, flags))
+        goto fail;
+    L->got++;
+    if (PyObject_GetBuffer(o_idx, &L->indices, flags))
+        goto fail;
+    L->got++;
+    L->n_values = L->offsets.len / 8;
+    L->n = L->indices.len / 8;
+    if (L->offsets.itemsize != 8 || L->indices.itemsize != 8 ||
+        (L->sizes.itemsize != 4 && L->sizes.itemsize != 8) ||
+        L->sizes.len / L->sizes.itemsize != L->n_values) {
+        PyErr_Format(PyExc_ValueError, "%s: offsets uint64 (N,), sizes uint32 or uint64 (N,), "
+                     "indices int64 (n,)", who);
+        goto fail;
+    }
+    const int64_t *idx = L->indices.buf;
+    for (Py_ssize_t k = 0; k < L->n; k++)
+        if (idx[k] < 0 || idx[k] >= L->n_values) {
+            PyErr_Format(PyExc_IndexError, "%s: index %lld out of range for a heap of %zd "
+                         "values", who, (long long)idx[k], L->n_values);
+            goto fail;
+        }
+    return 0;
+fail:
+    lookup_release(L);
+    return -1;
+}
+
+static inline uint64_t value_size(const Lookup *L, int64_t i) {
+    return L->sizes.itemsize == 4 ? ((const uint32_t *)L->sizes.buf)[i]
+                                  : ((const uint64_t *)L->sizes.buf)[i];
+}
+
+PyObject *kernel_heap_chunks(PyObject *mod, PyObject *args) {
+    PyObject *o_off, *o_size, *o_idx;
+    unsigned long long chunk_bytes;
+    Py_ssize_t n_chunks;
+    Lookup L;
+    (void)mod;
+    if (!PyArg_ParseTuple(args, "OOOKn", &o_off, &o_size, &o_idx, &chunk_bytes, &n_chunks))
+        return NULL;
+    if (chunk_bytes == 0 || n_chunks < 0) {
+        PyErr_SetString(PyExc_ValueError, "heap_chunks: chunk_bytes > 0, n_chunks >= 0");
+        return NULL;
+    }
+    if (lookup_open(&L, o_off, o_size, o_idx, "heap_chunks"))
+        return NULL;
+    PyObject *out = NULL;
+    uint8_t *touched = calloc((size_t)n_chunks + 1, 1);
+    if (!touched) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const uint64_t *off = L.offsets.buf;
+    const int64_t *idx = L.indices.buf;
+    for (Py_ssize_t k = 0; k < L.n; k++) {
+        uint64_t size = value_size(&L, idx[k]);
+        uint64_t first = off[idx[k]] / chunk_bytes;
+        uint64_t last = (off[idx[k]] + (size ? size : 1) - 1) / chunk_bytes;
+        if (last >= (uint64_t)n_chunks) {
+            PyErr_Format(PyExc_ValueError, "heap_chunks: value %lld lies past the heap's %zd "
+                         "chunks", (long long)idx[k], n_chunks);
+            goto done;
+        }
+        for (uint64_t c = first; c <= last; c++)
+            touched[c] = 1;
+    }
+    out = PyList_New(0);
+    for (Py_ssize_t c = 0; out && c < n_chunks; c++) {
+        if (!touched[c])
+            continue;
+        PyObject *v = PyLong_FromSsize_t(c);
+        if (!v || PyList_Append(out, v))
+            Py_CLEAR(out);
+        Py_XDECREF(v);
+    }
+done:
+    free(touched);
+    lookup_release(&L);
+    return out;
+}
+
+PyObject *kernel_heap_locate(PyObject *mod, PyObject *args) {
+    PyObject *o_off, *o_size, *o_idx, *o_bases, *o_addr;
+    unsigned long long chunk_bytes;
+    Lookup L;
+    (void)mod;
+    if (!PyArg_ParseTuple(args, "OOOKOO", &o_off, &o_size, &o_idx, &chunk_bytes, &o_bases,
+                          &o_addr))
+        return NULL;
+    if (chunk_bytes == 0) {
+        PyErr_SetString(PyExc_ValueError, "heap_locate: chunk_bytes > 0");
+        return NULL;
+    }
+    if (lookup_open(&L, o_off, o_size, o_idx, "heap_locate"))
+        return NULL;
+    Py_buffer bb, ab;
+    int got = 0;
+    PyObject *out = NULL;
+    if (PyObject_GetBuffer(o_bases, &bb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT))
+        goto done;
+    got++;
+    if (PyObject_GetBuffer(o_addr, &ab, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE))
+        goto done;
+    got++;
+    if (bb.itemsize != 8 || ab.itemsize != 8 || ab.len != L.n * 8) {
+        PyErr_SetString(PyExc_ValueError, "heap_locate: bases uint64 (chunks,), addresses "
+                        "writable uint64 (n,)");
+        goto done;
+    }
+    Py_ssize_t n_chunks = bb.len / 8;
+    const uint64_t *off = L.offsets.buf, *bases = bb.buf;
+    const int64_t *idx = L.indices.buf;
+    uint64_t *addr = ab.buf;
+    PyObject *straddling = PyList_New(0);
+    if (!straddling)
+        goto done;
+    for (Py_ssize_t k = 0; k < L.n; k++) {
+        uint64_t c = off[idx[k]] / chunk_bytes, start = off[idx[k]] % chunk_bytes;
+        if (c >= (uint64_t)n_chunks || !bases[c]) {
+            PyErr_Format(PyExc_RuntimeError, "heap_locate: value %lld lies in chunk %llu, "
+                         "which is not mapped (a streamed heap maps chunks only while pinned)",
+                         (long long)idx[k], (unsigned long long)c);
+            Py_DECREF(straddling);
+            goto done;
+        }
+        addr[k] = bases[c] + start;
+        if (start + value_size(&L, idx[k]) > chunk_bytes) { /* joined by the caller */
+            PyObject *v = PyLong_FromSsize_t(k);
+            if (!v || PyList_Append(straddling, v)) {
+                Py_XDECREF(v);
+                Py_DECREF(straddling);
+                goto done;
+            }
+            Py_DECREF(v);
+        }
+    }
+    out = straddling;
+done:
+    if (got > 1)
+        PyBuffer_Release(&ab);
+    if (got > 0)
+        PyBuffer_Release(&bb);
+    lookup_release(&L);
+    return out;
+}
+
+/* stat_files(paths) -> list[(inode, size, mtime_ns) | None]: every path stat-ed with the
+ * GIL released (None where it does not exist), the identity file_stamp() gives. */
+PyObject *kernel_stat_files(PyObject *mod, PyObject *arg) {
+    (void)mod;
+    PyObject *seq = PySequence_Fast(arg, "stat_files: a sequence of paths");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    const char **names = PyMem_Calloc((size_t)n + 1, sizeof(char *));
+    struct stat *st = PyMem_Calloc((size_t)n + 1, sizeof(struct stat));
+    int *err = PyMem_Calloc((size_t)n + 1, sizeof(int));
+    PyObject *out = NULL;
+    if (!names || !st || !err) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) /* valid while seq holds the str objects */
+        if (!(names[i] = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(seq, i))))
+            goto done;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++)
+        err[i] = stat(names[i], &st[i]) ? errno : 0;
+    Py_END_ALLOW_THREADS
+    out = PyList_New(n);
+    for (Py_ssize_t i = 0; out && i < n; i++) {
+        PyObject *v;
+        if (err[i] == ENOENT) {
+            v = Py_None;
+            Py_INCREF(v);
+        } else if (err[i]) {
+            errno = err[i];
+            PyErr_SetFromErrnoWithFilename(PyExc_OSError, names[i]);
+            Py_CLEAR(out);
+            break;
+        } else {
+            long long mtime_ns = (long long)st[i].st_mtim.tv_sec * 1000000000LL +
+                                 st[i].st_mtim.tv_nsec;
+            v = Py_BuildValue("(KLL)", (unsigned long long)st[i].st_ino,
+                              (long long)st[i].st_size, mtime_ns);
+        }
+        if (!v)
+            Py_CLEAR(out);
+        else
+            PyList_SET_ITEM(out, i, v);
+    }
+done:
+    PyMem_Free(names);
+    PyMem_Free(st);
+    PyMem_Free(err);
+    Py_DECREF(seq);
+    return out;
+}

@@ -1,0 +1,59 @@
+"""A heap's per-batch lookups (``ByteHeap.chunks_of`` and ``locate``, native since they
+run once per batch under the GIL) against what the offsets and sizes say, with values
+inside one chunk, spanning two, and spanning many."""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+
+from slipstream import build_cache
+from slipstream.sources import open_source
+
+
+@pytest.fixture(params=[1000, 9000, 1 << 20], ids=["values span many", "some span two",
+                                                    "one chunk"])
+def heap(request, image_folder, cache_root):
+    source = open_source(str(image_folder))
+    cache = build_cache(source, cache_root, progress=False, heap_chunk_bytes=request.param)
+    return cache.column("image").heap, cache
+
+
+def _expected_chunks(heap, indices):
+    out = set()
+    for i in indices:
+        off, size = int(heap.offsets[i]), max(int(heap.sizes[i]), 1)
+        out |= set(range(off // heap.chunk_bytes, (off + size - 1) // heap.chunk_bytes + 1))
+    return sorted(out)
+
+
+def test_chunks_of_names_every_chunk_a_value_touches(heap):
+    heap, _ = heap
+    rng = np.random.default_rng(0)
+    n = len(heap.offsets)
+    for size in (1, 3, n):
+        indices = rng.permutation(n)[:size]
+        assert heap.chunks_of(indices) == _expected_chunks(heap, indices)
+    assert heap.chunks_of(np.array([], np.int64)) == []
+
+
+def test_locate_gives_each_values_bytes(heap):
+    heap, cache = heap
+    indices = np.random.default_rng(1).permutation(len(heap.offsets))
+    addresses, keep = heap.locate(indices)
+    assert addresses.dtype == np.uint64 and len(addresses) == len(indices)
+    for k, i in enumerate(indices.tolist()):
+        got = ctypes.string_at(int(addresses[k]), int(heap.sizes[i]))
+        assert got == cache[i]["image"], f"sample {i}"
+    del keep
+
+
+def test_lookups_refuse_an_index_out_of_range(heap):
+    heap, _ = heap
+    n = len(heap.offsets)
+    with pytest.raises(IndexError, match=f"index {n} out of range"):
+        heap.chunks_of(np.array([0, n]))
+    with pytest.raises(IndexError, match="index -1 out of range"):
+        heap.locate(np.array([-1]))
