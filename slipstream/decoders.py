@@ -333,7 +333,8 @@ class DecodeMultiRandomResizedCrop(ImageDecoder):
             resize_into(crop_box(img, view_plan[k]), view_slot[1][k])
 
     def finish(self, slot: Any, plan: Any, n: int) -> Any:
-        return {name: s[0][:n] for name, s in zip(self.names, slot)}
+        return {name: s[0] if n == s[1].shape[0] else s[0][:n]
+                for name, s in zip(self.names, slot)}
 
     def params(self, plan: Any, n: int) -> Any:
         if not self.return_params:

@@ -862,10 +862,13 @@ class _EpochIterator:
                 value = t(value, ctx)
             if isinstance(value, dict):
                 out.update(value)
-                on_cuda |= any(isinstance(v, torch.Tensor) and v.is_cuda for v in value.values())
             else:
                 out[p.field] = value
-                on_cuda |= isinstance(value, torch.Tensor) and value.is_cuda
+            # only a device or a transform puts a slot's pixels on the GPU (asked only then:
+            # every torch call costs the GIL tens of microseconds on a cold cache)
+            if device is not None or p.transforms:
+                values = value.values() if isinstance(value, dict) else (value,)
+                on_cuda |= any(isinstance(v, torch.Tensor) and v.is_cuda for v in values)
             params = crop_params(p.decoder, p.transforms, plans[p.field], n, ctx, keep)
             if params is not None:
                 out[f"{p.field}_params"] = params
