@@ -61,44 +61,61 @@ class ImageColumnView:
 _RRC_STREAM = stream_id("random_resized_crop")
 
 
+#: The codecs the native kernel decodes, as a bit mask; the rest go through ``decode_one``.
+_NATIVE_CODECS = (1 << Codec.JPEG) | (1 << Codec.YUV420)
+
+
 @dataclass(frozen=True)
 class BatchSamples:
-    """One batch's stored samples, as flat arrays by batch position (what the native
-    kernel reads): each sample's bytes at ``addresses[k]`` (``sizes[k]`` long), its
-    codec, height and width. ``keepalive`` holds the memory the addresses point into."""
+    """One batch's stored samples by batch position, as the table the native kernel
+    reads (``uint64 (5, n)``): rows ``addresses`` (each sample's bytes, kept alive by
+    ``keepalive``), ``sizes``, ``codecs``, ``heights``, ``widths``."""
 
-    addresses: np.ndarray  # uint64
-    sizes: np.ndarray  # uint64
-    codecs: np.ndarray  # uint8
-    heights: np.ndarray  # uint32
-    widths: np.ndarray  # uint32
+    table: np.ndarray
     #: batch positions of samples the kernel does not decode (Pillow's formats, raw RGB)
-    python_path: np.ndarray
+    python_path: list[int]
     keepalive: list[Any]
     column: Any
     indices: np.ndarray
 
     @classmethod
     def gather(cls, column: Any, indices: np.ndarray) -> BatchSamples:
-        """The samples ``indices`` of an image column (vectorised: no per-sample Python)."""
-        addresses, keepalive = column.heap.locate(indices)
-        codecs = np.ascontiguousarray(column.codecs[indices], np.uint8)
-        return cls(addresses, column.sizes[indices].astype(np.uint64), codecs,
-                   np.ascontiguousarray(column.heights[indices], np.uint32),
-                   np.ascontiguousarray(column.widths[indices], np.uint32),
-                   # the kernel decodes JPEG and YUV420; the rest go through decode_one
-                   np.flatnonzero((codecs != Codec.JPEG) & (codecs != Codec.YUV420)),
-                   keepalive, column,
-                   np.asarray(indices))
+        """The samples ``indices`` of an image column, in one native call."""
+        heap = column.heap
+        indices = np.ascontiguousarray(indices, np.int64)
+        bases, keepalive = heap._chunk_bases()
+        table = np.empty((5, len(indices)), np.uint64)
+        try:
+            straddling, python_path = kernel.load().heap_gather(
+                heap.offsets, heap.sizes, column.codecs, column.heights, column.widths,
+                indices, heap.chunk_bytes, bases, _NATIVE_CODECS, table)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{heap.array_dir}: {exc}") from None
+        for k in straddling:  # a value continuing into the next chunk: a joined copy
+            joined = heap.view(int(indices[k]))
+            keepalive.append(joined)
+            table[0, k] = joined.ctypes.data
+        return cls(table, python_path, keepalive, column, indices)
+
+    @property
+    def codecs(self) -> np.ndarray:
+        return self.table[2]
+
+    @property
+    def heights(self) -> np.ndarray:
+        return self.table[3]
+
+    @property
+    def widths(self) -> np.ndarray:
+        return self.table[4]
 
     def view(self, k: int) -> np.ndarray:
         """Sample ``k``'s stored bytes as a ``uint8`` array."""
         return self.column.view(int(self.indices[k]))
 
-    def python_slice(self, lo: int, hi: int) -> np.ndarray:
+    def python_slice(self, lo: int, hi: int) -> list[int]:
         """The positions in ``[lo, hi)`` that go through Python."""
-        p = self.python_path
-        return p[(p >= lo) & (p < hi)] if len(p) else p
+        return [k for k in self.python_path if lo <= k < hi] if self.python_path else []
 
 
 def _pair(size: int | Sequence[int], what: str) -> tuple[int, int]:
@@ -179,12 +196,11 @@ def _native_slice(decoder: ImageDecoder, lo: int, hi: int, samples: BatchSamples
                   fast: bool) -> list[tuple[int, Exception]]:
     """A crop decoder's slice: every JPEG and YUV420 sample in ``[lo, hi)`` in one kernel
     call (GIL released throughout), then the rare others through ``decode_one``."""
-    raw = kernel.worker().run(samples.addresses, samples.sizes, samples.codecs,
-                              samples.heights, samples.widths, plan.boxes, plan.denoms, outs,
-                              sizes, lo, hi, partial_decode_on(), fast, kernel.MAX_PIXELS)
-    failed = kernel.failures(raw)
+    raw = kernel.worker().run(samples.table, plan.boxes, plan.denoms, outs, sizes, lo, hi,
+                              partial_decode_on(), fast, kernel.MAX_PIXELS)
+    failed = kernel.failures(raw) if raw else []
     rest = samples.python_slice(lo, hi)
-    if len(rest):
+    if rest:
         failed += decoder._decode_each(thread_state(), samples, rest, plan, slot)
     return failed
 
@@ -271,10 +287,9 @@ class DecodeRandomResizedCrop(_CropDecoder):
                                            widths, self.scale, self.ratio)
 
     def plan(self, ctx: BatchContext, column: ImageColumnView) -> CropPlan:
-        idx = ctx.indices
         plan: CropPlan = kernel.random_resized_crops(
-            self._stream_key(ctx), idx, column.heights[idx], column.widths[idx], self.scale,
-            self.ratio, self.size)
+            self._stream_key(ctx), ctx.indices, column.heights, column.widths, self.scale,
+            self.ratio, self.size, by_index=True)
         return plan
 
 

@@ -9,5 +9,6 @@ PyObject *kernel_plan_rrc(PyObject *mod, PyObject *args);
 PyObject *kernel_heap_chunks(PyObject *mod, PyObject *args);
 PyObject *kernel_heap_locate(PyObject *mod, PyObject *args);
 PyObject *kernel_stat_files(PyObject *mod, PyObject *arg);
+PyObject *kernel_heap_gather(PyObject *mod, PyObject *args);
 
 #endif

@@ -240,3 +240,105 @@ done:
     Py_DECREF(seq);
     return out;
 }
+
+/* heap_gather(offsets, sizes, codecs, heights, widths, indices, chunk_bytes, bases,
+ *             native_codecs, table) -> (straddling, other_codecs)
+ * An image column's samples `indices` as the decode kernel's table: rows address, size,
+ * codec, height, width (uint64 (5, n)). Positions of values that continue into the next
+ * chunk (the caller joins those and fixes their address) and of samples whose codec is
+ * not in the native_codecs bit mask (decoded in Python) come back as lists. */
+PyObject *kernel_heap_gather(PyObject *mod, PyObject *args) {
+    PyObject *o_off, *o_size, *o_codec, *o_h, *o_w, *o_idx, *o_bases, *o_table;
+    unsigned long long chunk_bytes, native_codecs;
+    Lookup L;
+    (void)mod;
+    if (!PyArg_ParseTuple(args, "OOOOOOKOKO", &o_off, &o_size, &o_codec, &o_h, &o_w, &o_idx,
+                          &chunk_bytes, &o_bases, &native_codecs, &o_table))
+        return NULL;
+    if (chunk_bytes == 0) {
+        PyErr_SetString(PyExc_ValueError, "heap_gather: chunk_bytes > 0");
+        return NULL;
+    }
+    if (lookup_open(&L, o_off, o_size, o_idx, "heap_gather"))
+        return NULL;
+    const int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT;
+    Py_buffer cb, hb, wb, bb, tb;
+    int got = 0;
+    PyObject *straddling = NULL, *others = NULL, *out = NULL;
+    if (PyObject_GetBuffer(o_codec, &cb, flags))
+        goto done;
+    got++;
+    if (PyObject_GetBuffer(o_h, &hb, flags))
+        goto done;
+    got++;
+    if (PyObject_GetBuffer(o_w, &wb, flags))
+        goto done;
+    got++;
+    if (PyObject_GetBuffer(o_bases, &bb, flags))
+        goto done;
+    got++;
+    if (PyObject_GetBuffer(o_table, &tb, flags | PyBUF_WRITABLE))
+        goto done;
+    got++;
+    if (cb.itemsize != 1 || cb.len != L.n_values || hb.itemsize != 4 ||
+        hb.len != L.n_values * 4 || wb.itemsize != 4 || wb.len != L.n_values * 4 ||
+        bb.itemsize != 8 || tb.itemsize != 8 || tb.len != L.n * 40) {
+        PyErr_SetString(PyExc_ValueError, "heap_gather: codecs uint8, heights and widths "
+                        "uint32 (N,), bases uint64 (chunks,), table writable uint64 (5, n)");
+        goto done;
+    }
+    straddling = PyList_New(0);
+    others = PyList_New(0);
+    if (!straddling || !others)
+        goto done;
+    Py_ssize_t n = L.n, n_chunks = bb.len / 8;
+    const uint64_t *off = L.offsets.buf, *bases = bb.buf;
+    const uint8_t *codecs = cb.buf;
+    const uint32_t *hs = hb.buf, *ws = wb.buf;
+    const int64_t *idx = L.indices.buf;
+    uint64_t *t = tb.buf;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        int64_t i = idx[k];
+        uint64_t c = off[i] / chunk_bytes, start = off[i] % chunk_bytes;
+        uint64_t size = value_size(&L, i);
+        if (c >= (uint64_t)n_chunks || !bases[c]) {
+            PyErr_Format(PyExc_RuntimeError, "heap_gather: value %lld lies in chunk %llu, "
+                         "which is not mapped (a streamed heap maps chunks only while pinned)",
+                         (long long)i, (unsigned long long)c);
+            goto done;
+        }
+        t[k] = bases[c] + start;
+        t[n + k] = size;
+        t[2 * n + k] = codecs[i];
+        t[3 * n + k] = hs[i];
+        t[4 * n + k] = ws[i];
+        PyObject *lists[2] = {start + size > chunk_bytes ? straddling : NULL,
+                              codecs[i] >= 64 || !((native_codecs >> codecs[i]) & 1) ? others
+                                                                                      : NULL};
+        for (int j = 0; j < 2; j++) {
+            if (!lists[j])
+                continue;
+            PyObject *v = PyLong_FromSsize_t(k);
+            int bad = !v || PyList_Append(lists[j], v);
+            Py_XDECREF(v);
+            if (bad)
+                goto done;
+        }
+    }
+    out = PyTuple_Pack(2, straddling, others);
+done:
+    Py_XDECREF(straddling);
+    Py_XDECREF(others);
+    if (got > 4)
+        PyBuffer_Release(&tb);
+    if (got > 3)
+        PyBuffer_Release(&bb);
+    if (got > 2)
+        PyBuffer_Release(&wb);
+    if (got > 1)
+        PyBuffer_Release(&hb);
+    if (got > 0)
+        PyBuffer_Release(&cb);
+    lookup_release(&L);
+    return out;
+}

@@ -818,23 +818,22 @@ static int get_array(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, Py_ssi
 }
 
 PyDoc_STRVAR(Worker_run_doc,
-"run(addresses, sizes, codecs, heights, widths, boxes, denoms, outs, out_sizes, lo, hi,\n"
-"    region, fast, max_pixels) -> list[(k, code, message)]\n\n"
+"run(table, boxes, denoms, outs, out_sizes, lo, hi, region, fast, max_pixels)\n"
+"    -> list[(k, code, message)]\n\n"
 "Decode samples lo..hi-1 of a batch into their slots, with the GIL released.\n"
-"addresses/sizes: uint64 per sample (the stored bytes, kept alive by the caller);\n"
-"codecs: uint8; heights/widths: uint32; boxes: int64 (n, views, 4) full-resolution\n"
+"table: uint64 (5, n), rows per sample: address and size of the stored bytes (kept\n"
+"alive by the caller), codec, height, width; boxes: int64 (n, views, 4) full-resolution\n"
 "(top, left, height, width); denoms: int64 DCT scale denominators (JPEG only);\n"
 "outs: one writable C-contiguous uint8 [B, h, w, 3] buffer per view, out_sizes the\n"
 "(h, w) of each. Samples of other codecs are left alone. Returns the failures.");
 
 static PyObject *Worker_run(Worker *self, PyObject *args) {
-    PyObject *o_addr, *o_size, *o_codec, *o_h, *o_w, *o_box, *o_denom, *outs, *out_sizes;
+    PyObject *o_table, *o_box, *o_denom, *outs, *out_sizes;
     Py_ssize_t lo, hi;
     int region, fast;
     unsigned long long max_pixels;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOnnppK", &o_addr, &o_size, &o_codec, &o_h, &o_w,
-                          &o_box, &o_denom, &outs, &out_sizes, &lo, &hi, &region, &fast,
-                          &max_pixels))
+    if (!PyArg_ParseTuple(args, "OOOOOnnppK", &o_table, &o_box, &o_denom, &outs, &out_sizes,
+                          &lo, &hi, &region, &fast, &max_pixels))
         return NULL;
     if (!PyTuple_Check(outs) || !PyTuple_Check(out_sizes) ||
         PyTuple_GET_SIZE(outs) != PyTuple_GET_SIZE(out_sizes)) {
@@ -858,19 +857,22 @@ static PyObject *Worker_run(Worker *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < views; i++)
         if (!PyArg_ParseTuple(PyTuple_GET_ITEM(out_sizes, i), "ii", &oh[i], &ow[i]))
             return NULL;
-    Py_buffer b[7], ob[MAX_VIEWS];
+    Py_buffer b[3], ob[MAX_VIEWS];
     int got = 0, got_out = 0;
     PyObject *result = NULL;
     Failure *fails = NULL;
     Py_ssize_t n_fail = 0;
-    PyObject *objs[7] = {o_addr, o_size, o_codec, o_h, o_w, o_box, o_denom};
-    const Py_ssize_t sizes[7] = {8, 8, 1, 4, 4, 8, 8};
-    const Py_ssize_t counts[7] = {hi, hi, hi, hi, hi, hi * views * 4, hi};
-    static const char *names[7] = {"addresses", "sizes", "codecs", "heights", "widths", "boxes",
-                                   "denoms"};
-    for (; got < 7; got++)
-        if (get_array(objs[got], &b[got], sizes[got], counts[got], names[got], 0))
+    PyObject *objs[3] = {o_table, o_box, o_denom};
+    const Py_ssize_t counts[3] = {5 * hi, hi * views * 4, hi};
+    static const char *names[3] = {"table", "boxes", "denoms"};
+    for (; got < 3; got++)
+        if (get_array(objs[got], &b[got], 8, counts[got], names[got], 0))
             goto done;
+    Py_ssize_t n = b[0].len / 40; /* the table's row length: rows are n apart */
+    if (b[0].len % 40 || b[0].ndim != 2 || b[0].shape[0] != 5) {
+        PyErr_SetString(PyExc_ValueError, "table: expected uint64 (5, n)");
+        goto done;
+    }
     for (; got_out < views; got_out++) {
         Py_ssize_t i = got_out;
         if (oh[i] < 1 || ow[i] < 1 || oh[i] > MAX_OUT_SIDE || ow[i] > MAX_OUT_SIDE) {
@@ -887,10 +889,9 @@ static PyObject *Worker_run(Worker *self, PyObject *args) {
         PyErr_NoMemory();
         goto done;
     }
-    const uint64_t *addr = b[0].buf, *size = b[1].buf;
-    const uint8_t *codec = b[2].buf;
-    const uint32_t *H = b[3].buf, *W = b[4].buf;
-    const int64_t *box = b[5].buf, *denom = b[6].buf;
+    const uint64_t *addr = b[0].buf, *size = addr + n, *codec = addr + 2 * n,
+                   *H = addr + 3 * n, *W = addr + 4 * n;
+    const int64_t *box = b[1].buf, *denom = b[2].buf;
     self->busy = 1;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t k = lo; k < hi; k++) {
@@ -1038,12 +1039,14 @@ static PyObject *kernel_values(PyObject *mod, PyObject *args) {
 }
 
 PyDoc_STRVAR(plan_rrc_doc,
-"plan_rrc(stream_key, indices, heights, widths, scale_lo, scale_span, log_ratio_lo,\n"
-"         log_ratio_span, ratio_min, ratio_max, out_h, out_w, boxes, denoms) -> None\n\n"
+"plan_rrc(stream_key, indices, heights, widths, by_index, scale_lo, scale_span,\n"
+"         log_ratio_lo, log_ratio_span, ratio_min, ratio_max, out_h, out_w, boxes,\n"
+"         denoms) -> None\n\n"
 "Random resized crop boxes of a batch into boxes (int64 (n, 4)), drawn from the random\n"
 "stream stream_key (slipstream._rng.stream_key) per sample index; with denoms (int64\n"
 "(n,)) not None, also each box's DCT scale for an out_h x out_w output and the box\n"
-"snapped to its grid (geometry.plan_crops). heights/widths: uint32.");
+"snapped to its grid (geometry.plan_crops). heights/widths: uint32, per batch position,\n"
+"or whole columns read at indices when by_index is true.");
 
 PyDoc_STRVAR(heap_chunks_doc,
 "heap_chunks(offsets, sizes, indices, chunk_bytes, n_chunks) -> list[int]\n\n"
@@ -1057,6 +1060,14 @@ PyDoc_STRVAR(heap_locate_doc,
 "(RuntimeError if a value needs one). Returns the positions of values that continue\n"
 "into the next chunk (the caller joins those).");
 
+PyDoc_STRVAR(heap_gather_doc,
+"heap_gather(offsets, sizes, codecs, heights, widths, indices, chunk_bytes, bases,\n"
+"            native_codecs, table) -> (straddling, other_codecs)\n\n"
+"An image column's samples as the table Worker.run reads: rows address, size, codec,\n"
+"height, width (writable uint64 (5, n)). Returns the positions of values continuing\n"
+"into the next chunk (the caller joins them and fixes their address) and of samples\n"
+"whose codec is not in the native_codecs bit mask.");
+
 PyDoc_STRVAR(stat_files_doc,
 "stat_files(paths) -> list[(inode, size, mtime_ns) | None]\n\n"
 "stat() every path with the GIL released; None where the file does not exist, OSError\n"
@@ -1068,6 +1079,7 @@ static PyMethodDef kernel_methods[] = {
     {"heap_chunks", kernel_heap_chunks, METH_VARARGS, heap_chunks_doc},
     {"heap_locate", kernel_heap_locate, METH_VARARGS, heap_locate_doc},
     {"stat_files", kernel_stat_files, METH_O, stat_files_doc},
+    {"heap_gather", kernel_heap_gather, METH_VARARGS, heap_gather_doc},
     {NULL, NULL, 0, NULL},
 };
 

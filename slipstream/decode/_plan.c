@@ -87,12 +87,13 @@ static int64_t snap_box(int64_t box[4], int64_t H, int64_t W, int64_t out_h, int
 PyObject *kernel_plan_rrc(PyObject *mod, PyObject *args) {
     PyObject *o_idx, *o_h, *o_w, *o_boxes, *o_denoms;
     unsigned long long stream_key;
+    int by_index;
     Params p;
     long long out_h, out_w;
     (void)mod;
-    if (!PyArg_ParseTuple(args, "KOOOdddddd" "LLOO", &stream_key, &o_idx, &o_h, &o_w, &p.s0,
-                          &p.s_span, &p.log_lo, &p.log_span, &p.r_min, &p.r_max, &out_h,
-                          &out_w, &o_boxes, &o_denoms))
+    if (!PyArg_ParseTuple(args, "KOOOpdddddd" "LLOO", &stream_key, &o_idx, &o_h, &o_w,
+                          &by_index, &p.s0, &p.s_span, &p.log_lo, &p.log_span, &p.r_min,
+                          &p.r_max, &out_h, &out_w, &o_boxes, &o_denoms))
         return NULL;
     if (out_h < 1 || out_w < 1 || out_h > (1LL << 30) || out_w > (1LL << 30)) {
         PyErr_Format(PyExc_ValueError, "plan_rrc: output size %lld x %lld out of range",
@@ -125,31 +126,41 @@ PyObject *kernel_plan_rrc(PyObject *mod, PyObject *args) {
         if (db.itemsize != 8 || db.len != n * 8)
             goto bad;
     }
-    if (hb.itemsize != 4 || wb.itemsize != 4 || hb.len != n * 4 || wb.len != n * 4 ||
-        bb.itemsize != 8 || bb.len != n * 32)
+    /* heights and widths per batch position, or (by_index) whole columns read at indices */
+    Py_ssize_t n_sizes = hb.len / 4;
+    if (hb.itemsize != 4 || wb.itemsize != 4 || wb.len != hb.len ||
+        (!by_index && n_sizes != n) || bb.itemsize != 8 || bb.len != n * 32)
         goto bad;
     const uint64_t *idx = ib.buf;
-    const uint32_t *hs = hb.buf, *ws = wb.buf;
+    const uint32_t *heights = hb.buf, *widths = wb.buf;
     int64_t *boxes = bb.buf, *denoms = snap ? db.buf : NULL;
     for (Py_ssize_t k = 0; k < n; k++) {
         int64_t *box = boxes + 4 * k;
-        if (hs[k] == 0 || ws[k] == 0) { /* no image to crop: the decode reports it */
+        Py_ssize_t at = by_index ? (Py_ssize_t)idx[k] : k;
+        if (by_index && idx[k] >= (uint64_t)n_sizes) {
+            PyErr_Format(PyExc_IndexError, "plan_rrc: index %llu out of range for %zd images",
+                         (unsigned long long)idx[k], n_sizes);
+            goto done;
+        }
+        uint32_t h = heights[at], w = widths[at];
+        if (h == 0 || w == 0) { /* no image to crop: the decode reports it */
             box[0] = box[1] = box[2] = box[3] = 0;
             if (snap)
                 denoms[k] = 1;
             continue;
         }
         uint64_t key = mix(stream_key ^ (idx[k] * GOLDEN + GOLDEN));
-        rrc_box(key, (double)hs[k], (double)ws[k], &p, box);
+        rrc_box(key, (double)h, (double)w, &p, box);
         if (snap)
-            denoms[k] = snap_box(box, hs[k], ws[k], out_h, out_w);
+            denoms[k] = snap_box(box, h, w, out_h, out_w);
     }
     result = Py_None;
     Py_INCREF(result);
     goto done;
 bad:
     PyErr_SetString(PyExc_ValueError,
-                    "plan_rrc: indices int64/uint64 (n,), heights and widths uint32 (n,), "
+                    "plan_rrc: indices int64/uint64 (n,), heights and widths uint32 (n,), or "
+                    "(N,) with by_index, "
                     "boxes writable int64 (n, 4), denoms writable int64 (n,) or None");
 done:
     if (got > 4)

@@ -140,10 +140,12 @@ def decode_sample(data: np.ndarray, codec: int, height: int, width: int,
     ``data``, decoded at 1/``denom`` if a JPEG, resized into the matching ``outs``
     (C-contiguous ``uint8 [h, w, 3]``). Raises :class:`KernelDecodeError`."""
     data = np.ascontiguousarray(data, np.uint8)
+    # the per-sample table (rows address, size, codec, height, width), for one sample;
+    # codec, height and width wrap as the uint8/uint32 columns of a cache would
+    table = np.array([[data.ctypes.data], [data.nbytes], [np.uint8(codec)],
+                      [np.uint32(height)], [np.uint32(width)]], np.uint64)
     raw = worker().run(
-        np.array([data.ctypes.data], np.uint64), np.array([data.nbytes], np.uint64),
-        np.array([codec], np.uint8), np.array([height], np.uint32),
-        np.array([width], np.uint32), np.ascontiguousarray(boxes, np.int64).reshape(1, -1, 4),
+        table, np.ascontiguousarray(boxes, np.int64).reshape(1, -1, 4),
         np.array([denom], np.int64), tuple(outs), tuple(o.shape[:2] for o in outs), 0, 1,
         region, fast, MAX_PIXELS)
     for _, exc in failures(raw):
@@ -152,15 +154,16 @@ def decode_sample(data: np.ndarray, codec: int, height: int, width: int,
 
 def random_resized_crops(key: int, indices: np.ndarray, heights: np.ndarray,
                          widths: np.ndarray, scale: Sequence[float], ratio: Sequence[float],
-                         out_size: tuple[int, int] | None = None) -> Any:
+                         out_size: tuple[int, int] | None = None,
+                         by_index: bool = False) -> Any:
     """The random resized crop boxes of samples ``indices`` (images ``heights`` x
-    ``widths``), drawn from the random stream ``key`` (:func:`slipstream._rng.stream_key`),
-    in one native call: the boxes of
-    :func:`~slipstream.decode.geometry.random_resized_crop_boxes` fed with that stream's
-    uniforms, without drawing the attempts a sample does not need. With ``out_size``
-    ``(h, w)``, the :class:`~slipstream.decode.geometry.CropPlan` of those boxes for that
-    output (:func:`~slipstream.decode.geometry.plan_crops`); else the ``int64 (n, 4)``
-    boxes."""
+    ``widths`` by batch position, or whole columns read at ``indices`` if ``by_index``),
+    drawn from the random stream ``key`` (:func:`slipstream._rng.stream_key`), in one
+    native call: the boxes of :func:`~slipstream.decode.geometry.random_resized_crop_boxes`
+    fed with that stream's uniforms, without drawing the attempts a sample does not need.
+    With ``out_size`` ``(h, w)``, the :class:`~slipstream.decode.geometry.CropPlan` of
+    those boxes for that output (:func:`~slipstream.decode.geometry.plan_crops`); else the
+    ``int64 (n, 4)`` boxes."""
     n = len(indices)
     boxes = np.empty((n, 4), np.int64)
     denoms = np.empty(n, np.int64) if out_size is not None else None
@@ -168,7 +171,8 @@ def random_resized_crops(key: int, indices: np.ndarray, heights: np.ndarray,
     out_h, out_w = out_size if out_size is not None else (1, 1)
     load().plan_rrc(key, np.ascontiguousarray(indices, np.int64),
                     np.ascontiguousarray(heights, np.uint32),
-                    np.ascontiguousarray(widths, np.uint32), scale[0], scale[1] - scale[0],
+                    np.ascontiguousarray(widths, np.uint32), by_index, scale[0],
+                    scale[1] - scale[0],
                     log_lo, log_hi - log_lo, min(ratio), max(ratio), out_h, out_w, boxes,
                     denoms)
     return boxes if denoms is None else CropPlan(boxes, denoms)

@@ -57,3 +57,25 @@ def test_lookups_refuse_an_index_out_of_range(heap):
         heap.chunks_of(np.array([0, n]))
     with pytest.raises(IndexError, match="index -1 out of range"):
         heap.locate(np.array([-1]))
+
+
+def test_gather_makes_the_kernels_table(heap):
+    """``BatchSamples.gather`` (one native call): each sample's address, size, codec,
+    height and width, and the samples the kernel leaves to Python."""
+    from slipstream.cache import Codec
+    from slipstream.decoders import BatchSamples
+
+    heap, cache = heap
+    col = cache.column("image")
+    indices = np.random.default_rng(2).permutation(len(heap.offsets))
+    samples = BatchSamples.gather(col, indices)
+    assert samples.table.shape == (5, len(indices)) and samples.table.dtype == np.uint64
+    np.testing.assert_array_equal(samples.table[1], heap.sizes[indices])
+    np.testing.assert_array_equal(samples.codecs, col.codecs[indices])
+    np.testing.assert_array_equal(samples.heights, col.heights[indices])
+    np.testing.assert_array_equal(samples.widths, col.widths[indices])
+    for k, i in enumerate(indices.tolist()):
+        got = ctypes.string_at(int(samples.table[0, k]), int(heap.sizes[i]))
+        assert got == cache[i]["image"], f"sample {i}"
+    native = np.isin(col.codecs[indices], [Codec.JPEG, Codec.YUV420])
+    assert samples.python_path == np.flatnonzero(~native).tolist()

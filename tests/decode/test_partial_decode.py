@@ -337,16 +337,19 @@ def test_plans_the_kernel_cannot_obey_are_errors_not_writes(jpeg):
         decode_sample(data, Codec.YUV420, 240, 320, [(0, 0, 20, 20)], 1, [out])
     with pytest.raises(KernelDecodeError, match="too large"):
         decode_sample(data, Codec.JPEG, 60000, 60000, [(0, 0, 20, 20)], 1, [out])
-    one = dict(addresses=np.array([data.ctypes.data], np.uint64),
-               sizes=np.array([data.nbytes], np.uint64), codecs=np.zeros(1, np.uint8),
-               heights=np.array([240], np.uint32), widths=np.array([320], np.uint32),
-               boxes=np.array([[0, 0, 20, 20]], np.int64), denoms=np.ones(1, np.int64))
+    table = np.array([[data.ctypes.data], [data.nbytes], [Codec.JPEG], [240], [320]],
+                     np.uint64)
+    one = dict(table=table, boxes=np.array([[0, 0, 20, 20]], np.int64),
+               denoms=np.ones(1, np.int64))
     with pytest.raises(ValueError, match="outs"):  # an output buffer smaller than it says
         kernel.worker().run(*one.values(), (out[:4],), ((8, 8),), 0, 1, True, False,
                             kernel.MAX_PIXELS)
-    with pytest.raises(ValueError, match="at least 2 items"):  # a slice past the arrays
+    with pytest.raises(ValueError, match="at least 10 items"):  # a slice past the arrays
         kernel.worker().run(*one.values(), (out,), ((8, 8),), 0, 2, True, False,
                             kernel.MAX_PIXELS)
+    with pytest.raises(ValueError, match=r"table: expected uint64 \(5, n\)"):
+        kernel.worker().run(table.reshape(-1), *list(one.values())[1:], (out,), ((8, 8),),
+                            0, 1, True, False, kernel.MAX_PIXELS)
 
 
 def test_kernel_pixel_bound_is_the_builds():

@@ -56,6 +56,14 @@ def test_native_boxes_equal_the_numpy_reference(scale, ratio, seed, epoch, view)
     bad = np.flatnonzero((got != want).any(axis=1))
     assert not len(bad), [(int(H[k]), int(W[k]), got[k].tolist(), want[k].tolist())
                           for k in bad[:5]]
+    # the loader's way: whole columns, read at each sample's index
+    order = rng.permutation(n)
+    column_h, column_w = np.empty_like(H), np.empty_like(W)
+    column_h[order], column_w[order] = H, W  # sample k's image is row order[k]
+    by_index = kernel.random_resized_crops(key, order, column_h, column_w, scale, ratio,
+                                           by_index=True)
+    want_by_index = _reference(seed, epoch, view, order, H, W, scale, ratio)
+    assert np.array_equal(by_index, want_by_index)
 
 
 @pytest.mark.parametrize("out", [(224, 224), (96, 96), (160, 128)])
@@ -107,8 +115,12 @@ def test_planner_refuses_mismatched_arrays():
     key = stream_key(0, 0, 0, STREAM)
     with pytest.raises(ValueError, match="plan_rrc"):
         kernel.load().plan_rrc(key, np.zeros(3, np.int64), np.ones(2, np.uint32),
-                               np.ones(3, np.uint32), 0.08, 0.92, -0.28, 0.57, 0.75, 1.33,
-                               224, 224, np.empty((3, 4), np.int64), None)
+                               np.ones(3, np.uint32), False, 0.08, 0.92, -0.28, 0.57, 0.75,
+                               1.33, 224, 224, np.empty((3, 4), np.int64), None)
+    with pytest.raises(IndexError, match="index 5 out of range for 5 images"):
+        kernel.random_resized_crops(key, np.array([0, 5]), np.ones(5, np.uint32),
+                                    np.ones(5, np.uint32), (0.08, 1.0), (0.75, 1.33),
+                                    by_index=True)
 
 
 @FUZZ
