@@ -27,17 +27,27 @@ class BatchJob:
         self.slices = [(lo, min(n, lo + slice_size)) for lo in range(0, n, slice_size)]
         self._left = len(self.slices)
         self._lock = threading.Lock()
-        self.done = threading.Event()
+        # held until the last slice is done: a bare lock, whose release is one C call
+        # (an Event runs a Condition's Python code under the GIL, in the decode thread,
+        # at the moment it wakes the consumer)
+        self._done = threading.Lock()
+        self._done.acquire()
         self.error: BaseException | None = None
         self.cancelled = False
         if not self.slices:
-            self.done.set()
+            self._done.release()
+
+    def wait(self) -> None:
+        """Block (without the GIL) until every slice has run or been skipped."""
+        self._done.acquire()
+        self._done.release()
 
     def _finished_one(self) -> None:
         with self._lock:
             self._left -= 1
-            if self._left == 0:
-                self.done.set()
+            last = self._left == 0
+        if last:
+            self._done.release()
 
     def run(self, lo: int, hi: int) -> None:
         try:

@@ -649,7 +649,7 @@ def _cancel_and_wait(inflight: Any, pool: DecodePool | None) -> bool:
     if pool is not None and pool.runs_current_thread():
         return False
     for job in jobs:
-        job.done.wait()
+        job.wait()
     return True
 
 
@@ -805,7 +805,7 @@ class _EpochIterator:
                 self.close()
                 raise
             job, plans, ctx, failed = self.inflight.pop(b)
-            job.done.wait()
+            job.wait()
             if job.error is not None:
                 self.close()
                 raise job.error
