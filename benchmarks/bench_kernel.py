@@ -14,8 +14,9 @@ On the ImageNet-like corpus (``_corpus.py``: ~500x375 JPEGs of ~100 KB) and its 
    goal's figure) and in py-spy's default blocking mode, which stops every thread for
    each sample. The stops perturb what they measure: on this 2-core machine they
    multiply the GIL figure several times over (the threads' wake-ups and GIL hand-offs
-   pile up behind them), while the consumer thread's own CPU time, reported alongside
-   as a floor, stays put.
+   pile up behind them). A third figure does not depend on sampling at all: every
+   thread's CPU time outside the kernel (``python_cpu_us_per_image``; the kernel counts
+   its own GIL-free CPU time per thread), which is the CPU time spent holding the GIL.
 2. **Throughput**, in alternating rounds (every system measured once per round, so a
    burst of load from another process does not decide a ratio): slipstream JPEG RRC,
    slipstream YUV420 RRC, a bare **PyTurboJPEG 1.x + cv2** loop on the same T threads
@@ -87,6 +88,28 @@ def run_for(epoch: Any, seconds: float) -> float:
 
 
 # -- 1. GIL per image ------------------------------------------------------------------------
+def python_cpu_seconds() -> float:
+    """CPU seconds this process's threads spent outside the decode kernel: the consumer's
+    and the decode threads' (less their time in the kernel, which releases the GIL). What
+    runs Python holds the GIL, so this is the GIL's CPU time, whatever else the machine
+    runs (py-spy's wall-clock figure also counts a GIL holder descheduled)."""
+    from slipstream.decode.kernel import native_seconds
+
+    total = 0.0
+    for t in threading.enumerate():
+        if t is threading.main_thread() or t.name.startswith("slipstream-decode"):
+            assert t.ident is not None
+            total += time.clock_gettime(time.pthread_getcpuclockid(t.ident))
+    return total - native_seconds()
+
+
+def quiet(loader: Any) -> None:
+    """Wait until the loader's decode threads have nothing queued or running."""
+    pool = loader._pool
+    while pool is not None and not pool.idle():
+        time.sleep(0.001)
+
+
 def gil_child(fmt: str, threads: int, images: int, seconds: float) -> None:
     """Run in the child: warm up, say READY, wait for GO, run epochs for ``seconds``,
     print the image count, wait (without the GIL) to be told to exit."""
@@ -96,12 +119,17 @@ def gil_child(fmt: str, threads: int, images: int, seconds: float) -> None:
         pass
     print("READY", flush=True)
     sys.stdin.readline()
-    n, t0, cpu0 = 0, time.perf_counter(), time.thread_time()
+    # The kernel adds a slice's time to its counter when the slice ends: CPU clocks are
+    # read with no slice running (the next epoch's first batches, decoding ahead, done).
+    quiet(loader)
+    n, t0, cpu0, py0 = 0, time.perf_counter(), time.thread_time(), python_cpu_seconds()
     while time.perf_counter() - t0 < seconds:
         # the consumer only counts (a list's len): the loader's own GIL is what is measured
         n += sum(len(b["path"]) for b in loader)
-    cpu = time.thread_time() - cpu0
-    print(f"IMAGES {n} {time.perf_counter() - t0:.4f} {cpu:.4f}", flush=True)
+    elapsed = time.perf_counter() - t0
+    quiet(loader)
+    cpu, py = time.thread_time() - cpu0, python_cpu_seconds() - py0
+    print(f"IMAGES {n} {elapsed:.4f} {cpu:.4f} {py:.4f}", flush=True)
     sys.stdin.readline()
 
 
@@ -136,7 +164,7 @@ def measure_gil(fmt: str, args: argparse.Namespace, blocking: bool) -> dict[str,
             started = time.perf_counter()
             child.stdin.write("GO\n")
             child.stdin.flush()
-            _, n, elapsed, main_cpu = child.stdout.readline().split()
+            _, n, elapsed, main_cpu, python_cpu = child.stdout.readline().split()
             for spy in spies:
                 spy.send_signal(signal.SIGINT)
             err = "".join(spy.communicate(timeout=60)[1] for spy in spies)
@@ -169,6 +197,8 @@ def measure_gil(fmt: str, args: argparse.Namespace, blocking: bool) -> dict[str,
             # a floor the GIL figure cannot go under: the consumer's CPU time (it runs
             # Python, holding the GIL, save for its few system calls)
             "main_thread_cpu_us_per_image": round(float(main_cpu) / images * 1e6, 2),
+            # every thread's CPU time outside the kernel: the GIL's CPU time
+            "python_cpu_us_per_image": round(float(python_cpu) / images * 1e6, 2),
             "sampling_rate": {"asked": PYSPY_RATE, "achieved": round(rate, 1)},
             "gil_us_per_image_at_asked_rate": round(total / PYSPY_RATE / images * 1e6, 2),
             "hottest": [(f, c) for f, c in leaves.most_common(6)],
@@ -314,8 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                 if g["available"]:
                     log(f"  GIL {fmt} (py-spy {g['py_spy_mode']}): "
                         f"{g['gil_us_per_image']:.1f} us/image (sampled at "
-                        f"{g['sampling_rate']['achieved']:.0f}/s; consumer thread CPU "
-                        f"{g['main_thread_cpu_us_per_image']:.1f} us/image; "
+                        f"{g['sampling_rate']['achieved']:.0f}/s; Python CPU, all threads "
+                        f"{g['python_cpu_us_per_image']:.1f} us/image; "
                         f"{g['images_per_s']:,.0f} images/s under py-spy); "
                         f"hottest {g['hottest'][:3]}")
                 else:

@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
@@ -33,6 +34,7 @@ __all__ = [
     "failures",
     "decode_sample",
     "random_resized_crops",
+    "native_seconds",
     "ERROR_NAMES",
     "MAX_PIXELS",
 ]
@@ -102,6 +104,8 @@ def load() -> ModuleType:
 
 
 _local = threading.local()
+#: every live worker, for :func:`native_seconds`
+_workers: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def worker() -> Any:
@@ -109,7 +113,14 @@ def worker() -> Any:
     w = getattr(_local, "worker", None)
     if w is None:
         w = _local.worker = load().Worker()
+        _workers.add(w)
     return w
+
+
+def native_seconds() -> float:
+    """CPU seconds the live workers' threads spent inside the kernel with the GIL released
+    (benchmarks: a thread's CPU time less this is its time running Python)."""
+    return sum(w.native_ns for w in list(_workers)) / 1e9
 
 
 def resize(src: np.ndarray, out: np.ndarray) -> None:
