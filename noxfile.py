@@ -92,7 +92,7 @@ def fuzz(session: nox.Session) -> None:
 #: The tests that drive the native decode kernel (``nox -s sanitize``).
 KERNEL_TESTS = ("tests/decode/test_kernel_fuzz.py", "tests/decode/test_partial_decode.py",
                 "tests/decode/test_decoders.py", "tests/decode/test_hostile_inputs.py",
-                "tests/decode/test_plan.py",
+                "tests/decode/test_plan.py", "tests/cache/test_heap_lookup.py",
                 "tests/cache/test_yuv420.py")
 
 

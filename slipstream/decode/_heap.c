@@ -69,6 +69,9 @@ fail:
     return -1;
 }
 
+/* Where an empty value "is": it touches no chunk, and native code reads nothing at it. */
+static const uint8_t no_bytes[1];
+
 static inline uint64_t value_size(const Lookup *L, int64_t i) {
     return L->sizes.itemsize == 4 ? ((const uint32_t *)L->sizes.buf)[i]
                                   : ((const uint64_t *)L->sizes.buf)[i];
@@ -98,8 +101,10 @@ PyObject *kernel_heap_chunks(PyObject *mod, PyObject *args) {
     const int64_t *idx = L.indices.buf;
     for (Py_ssize_t k = 0; k < L.n; k++) {
         uint64_t size = value_size(&L, idx[k]);
+        if (!size) /* an empty value (the last one may sit right past the last chunk) */
+            continue;
         uint64_t first = off[idx[k]] / chunk_bytes;
-        uint64_t last = (off[idx[k]] + (size ? size : 1) - 1) / chunk_bytes;
+        uint64_t last = (off[idx[k]] + size - 1) / chunk_bytes;
         if (last >= (uint64_t)n_chunks) {
             PyErr_Format(PyExc_ValueError, "heap_chunks: value %lld lies past the heap's %zd "
                          "chunks", (long long)idx[k], n_chunks);
@@ -160,6 +165,10 @@ PyObject *kernel_heap_locate(PyObject *mod, PyObject *args) {
         goto done;
     for (Py_ssize_t k = 0; k < L.n; k++) {
         uint64_t c = off[idx[k]] / chunk_bytes, start = off[idx[k]] % chunk_bytes;
+        if (!value_size(&L, idx[k])) {
+            addr[k] = (uint64_t)(uintptr_t)no_bytes;
+            continue;
+        }
         if (c >= (uint64_t)n_chunks || !bases[c]) {
             PyErr_Format(PyExc_RuntimeError, "heap_locate: value %lld lies in chunk %llu, "
                          "which is not mapped (a streamed heap maps chunks only while pinned)",
@@ -301,13 +310,13 @@ PyObject *kernel_heap_gather(PyObject *mod, PyObject *args) {
         int64_t i = idx[k];
         uint64_t c = off[i] / chunk_bytes, start = off[i] % chunk_bytes;
         uint64_t size = value_size(&L, i);
-        if (c >= (uint64_t)n_chunks || !bases[c]) {
+        if (size && (c >= (uint64_t)n_chunks || !bases[c])) {
             PyErr_Format(PyExc_RuntimeError, "heap_gather: value %lld lies in chunk %llu, "
                          "which is not mapped (a streamed heap maps chunks only while pinned)",
                          (long long)i, (unsigned long long)c);
             goto done;
         }
-        t[k] = bases[c] + start;
+        t[k] = size ? bases[c] + start : (uint64_t)(uintptr_t)no_bytes;
         t[n + k] = size;
         t[2 * n + k] = codecs[i];
         t[3 * n + k] = hs[i];

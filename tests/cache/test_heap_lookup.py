@@ -8,9 +8,14 @@ import ctypes
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from slipstream import build_cache
+from slipstream.decode.kernel import load as native
 from slipstream.sources import open_source
+
+from ..decode.test_kernel_fuzz import FUZZ
 
 
 @pytest.fixture(params=[1000, 9000, 1 << 20], ids=["values span many", "some span two",
@@ -79,3 +84,46 @@ def test_gather_makes_the_kernels_table(heap):
         assert got == cache[i]["image"], f"sample {i}"
     native = np.isin(col.codecs[indices], [Codec.JPEG, Codec.YUV420])
     assert samples.python_path == np.flatnonzero(~native).tolist()
+
+
+@FUZZ
+@given(data=st.data(), chunk=st.integers(1, 5000), n_values=st.integers(1, 60))
+def test_native_lookups_fuzz(data, chunk, n_values):
+    """Arbitrary heaps (any value sizes, the chunk size small or large) and indices, the
+    native lookups against plain arithmetic; out-of-range indices and unmapped chunks are
+    errors, never reads (the sanitizer session runs this)."""
+    sizes = np.array(data.draw(st.lists(st.integers(0, 3 * chunk), min_size=n_values,
+                                        max_size=n_values)), np.uint32)
+    offsets = np.zeros(n_values, np.uint64)
+    offsets[1:] = np.cumsum(sizes[:-1], dtype=np.uint64)
+    n_chunks = max(1, -(-int(sizes.sum()) // chunk))
+    indices = np.array(data.draw(st.lists(st.integers(-2, n_values + 1), max_size=40)),
+                       np.int64)
+    lib = native()
+    if ((indices < 0) | (indices >= n_values)).any():
+        with pytest.raises(IndexError, match="out of range"):
+            lib.heap_chunks(offsets, sizes, indices, chunk, n_chunks)
+        return
+    want = set()
+    for i in indices.tolist():  # an empty value touches no chunk
+        off, size = int(offsets[i]), int(sizes[i])
+        want |= set(range(off // chunk, (off + size - 1) // chunk + 1)) if size else set()
+    assert lib.heap_chunks(offsets, sizes, indices, chunk, n_chunks) == sorted(want)
+    # fake chunk addresses: the lookups only add to them, never read through them
+    bases = np.arange(1, n_chunks + 1, dtype=np.uint64) << np.uint64(32)
+    mapped = data.draw(st.lists(st.booleans(), min_size=n_chunks, max_size=n_chunks))
+    bases[~np.array(mapped)] = 0
+    addresses = np.zeros(len(indices), np.uint64)
+    first = [int(offsets[i]) // chunk for i in indices.tolist()]
+    if any(sizes[i] and (c >= n_chunks or not mapped[c]) for c, i in zip(first, indices)):
+        with pytest.raises(RuntimeError, match="not mapped"):
+            lib.heap_locate(offsets, sizes, indices, chunk, bases, addresses)
+        return
+    straddling = lib.heap_locate(offsets, sizes, indices, chunk, bases, addresses)
+    for k, i in enumerate(indices.tolist()):
+        start = int(offsets[i]) % chunk
+        if sizes[i]:
+            assert int(addresses[k]) == int(bases[first[k]]) + start
+        else:  # somewhere valid, never address 0
+            assert int(addresses[k]) != 0
+        assert (k in straddling) == (start + int(sizes[i]) > chunk)
