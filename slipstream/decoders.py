@@ -81,20 +81,9 @@ class BatchSamples:
     @classmethod
     def gather(cls, column: Any, indices: np.ndarray) -> BatchSamples:
         """The samples ``indices`` of an image column, in one native call."""
-        heap = column.heap
         indices = np.ascontiguousarray(indices, np.int64)
-        bases, keepalive = heap._chunk_bases()
-        table = np.empty((5, len(indices)), np.uint64)
-        try:
-            straddling, python_path = kernel.load().heap_gather(
-                heap.offsets, heap.sizes, column.codecs, column.heights, column.widths,
-                indices, heap.chunk_bytes, bases, _NATIVE_CODECS, table)
-        except RuntimeError as exc:
-            raise RuntimeError(f"{heap.array_dir}: {exc}") from None
-        for k in straddling:  # a value continuing into the next chunk: a joined copy
-            joined = heap.view(int(indices[k]))
-            keepalive.append(joined)
-            table[0, k] = joined.ctypes.data
+        table, python_path, keepalive = column.heap.sample_table(
+            indices, column.codecs, column.heights, column.widths, _NATIVE_CODECS)
         return cls(table, python_path, keepalive, column, indices)
 
     @property

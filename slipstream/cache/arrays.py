@@ -386,11 +386,36 @@ class ByteHeap:
                                               self.chunk_bytes, bases, addresses)
         except RuntimeError as exc:
             raise RuntimeError(f"{self.array_dir}: {exc}") from None
+        self._join(indices, straddling, addresses, keep)
+        return addresses, keep
+
+    def sample_table(self, indices: np.ndarray, codecs: np.ndarray, heights: np.ndarray,
+                     widths: np.ndarray, native_codecs: int
+                     ) -> tuple[np.ndarray, list[int], list[np.ndarray]]:
+        """An image column's values ``indices`` as the decode kernel's table (``uint64
+        (5, n)``: address, size, codec, height, width per value; ``codecs`` ``uint8``,
+        ``heights``/``widths`` ``uint32`` per value of the heap), the positions whose
+        codec is not in the bit mask ``native_codecs``, and what must stay alive while
+        the addresses are read (as :meth:`locate`). One native call."""
+        indices = np.ascontiguousarray(indices, np.int64)
+        bases, keep = self._chunk_bases()
+        table = np.empty((5, len(indices)), np.uint64)
+        try:
+            straddling, others = native().heap_gather(
+                self.offsets, self.sizes, codecs, heights, widths, indices, self.chunk_bytes,
+                bases, native_codecs, table)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{self.array_dir}: {exc}") from None
+        self._join(indices, straddling, table[0], keep)
+        return table, others, keep
+
+    def _join(self, indices: np.ndarray, straddling: list[int], addresses: np.ndarray,
+              keep: list[np.ndarray]) -> None:
+        """Point the values that continue into the next chunk at joined copies."""
         for k in straddling:
             joined = self.view(int(indices[k]))
             keep.append(joined)
             addresses[k] = joined.ctypes.data
-        return addresses, keep
 
     def _chunk_bases(self) -> tuple[np.ndarray, list[np.ndarray]]:
         """Each chunk's mapped address (0 where none is mapped) and the maps to keep alive.
