@@ -182,7 +182,6 @@ class StreamedChunks:
         self.remote, self.key, self.area = remote, key, area
         self.files = files
         self.limit = limit
-        self._marker = area / layout.MANIFEST_NAME
         self.threads = max(1, threads)
         self.fetched: Counter[str] = Counter()
         #: the chunk files this object evicted, by chunk
@@ -310,17 +309,29 @@ class StreamedChunks:
                 self._checked[rel] = inode
         return True
 
+    def _listing(self) -> list[tuple[str, int, int]]:
+        """``(rel, size, mtime_ns)`` of the cache's files in the area: chunk files and
+        the small files the manifest lists (not the root ``zarr.json`` holding the
+        manifest, nor hidden files: locks, downloads in progress)."""
+        out = []
+        root = str(self.area)
+        for dirpath, _, names in os.walk(root):
+            prefix = dirpath[len(root) + 1:].replace(os.sep, "/")
+            for name in names:
+                rel = f"{prefix}/{name}" if prefix else name
+                if name.startswith(".") or rel == layout.MANIFEST_NAME:
+                    continue
+                try:
+                    st = os.stat(os.path.join(dirpath, name))
+                except FileNotFoundError:
+                    continue  # evicted meanwhile
+                out.append((rel, st.st_size, st.st_mtime_ns))
+        return out
+
     def disk_used(self) -> int:
         """Bytes of the cache's files in the area (chunk files and the small files the
         manifest lists; the root ``zarr.json`` holding the manifest is not counted)."""
-        total = 0
-        for p in self.area.rglob("*"):
-            if not p.name.startswith(".") and p != self._marker:
-                try:
-                    total += p.stat().st_size if p.is_file() else 0
-                except FileNotFoundError:
-                    pass
-        return total
+        return sum(size for _, size, _ in self._listing())
 
     def _make_room(self, size: int, *, ahead: bool = False) -> bool:
         """Evict unpinned chunk files until ``size`` more bytes fit in the limit, and
@@ -328,17 +339,18 @@ class StreamedChunks:
         used first, then (not for a read-ahead) the others. False if a read-ahead found
         no room (nothing reserved)."""
         with self._lock:
-            used = self.disk_used() + self._reserved
+            listing = self._listing()
+            used = sum(size for _, size, _ in listing) + self._reserved
             if used + size > self.limit:
-                later, soon = self._eviction_order()
-                for path in later + ([] if ahead else soon):
+                later, soon = self._eviction_order(listing)
+                for rel in later + ([] if ahead else soon):
                     if used + size <= self.limit:
                         break
-                    freed = self._evict(path)
+                    freed = self._evict(self.area / rel)
                     if freed:
                         used -= freed
-                        self.evicted[self._rel(path)] += 1
-                        self._checked.pop(self._rel(path), None)
+                        self.evicted[rel] += 1
+                        self._checked.pop(rel, None)
             if used + size > self.limit:
                 if ahead:
                     return False
@@ -350,21 +362,15 @@ class StreamedChunks:
             self._reserved += size
             return True
 
-    def _eviction_order(self) -> tuple[list[Path], list[Path]]:
-        """The chunk files here, least recently used first: (those the plan does not need
-        soon, those it does)."""
+    def _eviction_order(self, listing: list[tuple[str, int, int]]
+                        ) -> tuple[list[str], list[str]]:
+        """The chunk files of ``listing``, least recently used first: (those the plan
+        does not need soon, those it does)."""
         soon = {rel for batch in self._plan[max(0, self._consumer):self._ahead_to + 1]
                 for rel in batch}
-        found = []
-        for p in self.area.rglob("*"):
-            rel = self._rel(p)
-            if not p.name.startswith(".") and is_chunk_file(rel):
-                try:
-                    found.append((p.stat().st_mtime_ns, rel in soon, p))
-                except FileNotFoundError:
-                    pass
-        found.sort(key=lambda f: f[0])
-        return [p for _, s, p in found if not s], [p for _, s, p in found if s]
+        chunks = sorted((mtime, rel) for rel, _, mtime in listing if is_chunk_file(rel))
+        return ([rel for _, rel in chunks if rel not in soon],
+                [rel for _, rel in chunks if rel in soon])
 
     def _evict(self, path: Path) -> int:
         """Remove ``path`` unless some reader pins it; the bytes freed."""
