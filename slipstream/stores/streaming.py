@@ -182,6 +182,10 @@ class StreamedChunks:
         self.remote, self.key, self.area = remote, key, area
         self.files = files
         self.limit = limit
+        self._small_bytes = sum(int(e["size"]) for rel, e in files.items()
+                                if not is_chunk_file(rel))
+        self._largest_chunk = max((int(e["size"]) for rel, e in files.items()
+                                   if is_chunk_file(rel)), default=0)
         self.threads = max(1, threads)
         self.fetched: Counter[str] = Counter()
         #: the chunk files this object evicted, by chunk
@@ -364,13 +368,18 @@ class StreamedChunks:
 
     def _eviction_order(self, listing: list[tuple[str, int, int]]
                         ) -> tuple[list[str], list[str]]:
-        """The chunk files of ``listing``, least recently used first: (those the plan
-        does not need soon, those it does)."""
-        soon = {rel for batch in self._plan[max(0, self._consumer):self._ahead_to + 1]
-                for rel in batch}
+        """The chunk files of ``listing`` in the order to evict them: (those the plan
+        does not need soon, least recently used first; those it does, the one needed
+        last first)."""
+        next_use: dict[str, int] = {}
+        for b in range(max(0, self._consumer), min(self._ahead_to + 1, len(self._plan))):
+            for rel in self._plan[b]:
+                next_use.setdefault(rel, b)
         chunks = sorted((mtime, rel) for rel, _, mtime in listing if is_chunk_file(rel))
-        return ([rel for _, rel in chunks if rel not in soon],
-                [rel for _, rel in chunks if rel in soon])
+        later = [rel for _, rel in chunks if rel not in next_use]
+        soon = sorted((rel for _, rel in chunks if rel in next_use),
+                      key=lambda rel: -next_use[rel])
+        return later, soon
 
     def _evict(self, path: Path) -> int:
         """Remove ``path`` unless some reader pins it; the bytes freed."""
@@ -421,20 +430,28 @@ class StreamedChunks:
             self._thread.join()
         self._thread = None
 
-    def _ahead_budget(self) -> int:
-        """Bytes of chunks fetched ahead of the consumer, beyond those it has pinned: half
-        the area, so that the chunks in use and those coming both fit."""
-        return self.limit // 2
+    def _ahead_budget(self, pinned: set[str]) -> int:
+        """Bytes of chunks the read-ahead may hold beyond the ``pinned`` ones: at most half
+        the area, and no more than the limit leaves once the small files, the pinned
+        chunks and one chunk (room for a batch that must fetch on demand) are counted,
+        so that fetching ahead never has to evict a chunk it fetched and that is still
+        to be read."""
+        pinned_bytes = sum(int(self.files[rel]["size"]) for rel in pinned)
+        return min(self.limit // 2,
+                   self.limit - self._small_bytes - pinned_bytes - self._largest_chunk)
 
     def _next_job(self) -> str | None:
         """The chunk the coming batches need first that is not here, not being fetched,
         and not refused room since the consumer last moved; None if there is none within
         the budget. Call with the lock held.
 
-        The budget counts the chunks the coming batches read besides those of the batch
-        pinned last: the chunks of the window being read are in use whatever happens, and
-        counting them would keep the next window from being fetched before it starts."""
-        pinned = set(self._plan[self._consumer]) if self._consumer >= 0 else set()
+        The budget counts the chunks the coming batches read besides those pinned (by
+        the batches in flight, and the one being pinned): those are on disk whatever
+        happens."""
+        pinned = set(self._pins)
+        if self._consumer >= 0:
+            pinned.update(self._plan[self._consumer])
+        budget = self._ahead_budget(pinned)
         seen, ahead_bytes = set(pinned), 0
         for b in range(self._consumer + 1, len(self._plan)):
             for rel in self._plan[b]:
@@ -442,7 +459,7 @@ class StreamedChunks:
                     continue
                 seen.add(rel)
                 ahead_bytes += int(self.files[rel]["size"])
-                if ahead_bytes > self._ahead_budget() and b > self._consumer + 1:
+                if ahead_bytes > budget and b > self._consumer + 1:
                     return None
                 self._ahead_to = max(self._ahead_to, b)
                 if rel in self._queued or self._refused.get(rel) == self._consumer:
