@@ -265,6 +265,7 @@ class StreamedChunks:
             if pin[1] == 0:
                 del self._pins[rel]
                 os.close(pin[0])
+                self._wake.notify_all()  # the read-ahead's budget grew
 
     # -- fetching ------------------------------------------------------------------------
     def _ensure_present(self, rel: str, *, ahead: bool = False) -> bool:
