@@ -224,3 +224,59 @@ def test_cli_build_into_a_remote_with_a_local_cache_limit(tmp_path, s3_server, s
     assert main(["build", str(folder), "--cache-dir", str(tmp_path / "C"),
                  "--local-cache-limit", "50KB", "-q"]) != 0
     assert "--local-cache-limit needs --remote" in capsys.readouterr().err
+
+
+KILLED = """
+import json, sys
+from slipstream.caching import build_cache
+from slipstream.sources import open_source
+from slipstream.stores.local import LocalStore
+from slipstream.stores.sync import open_remote_store
+remote = open_remote_store(sys.argv[3], endpoint_url=sys.argv[4],
+                           storage_options=json.loads(sys.argv[5]))
+with open_source(sys.argv[1]) as source:
+    build_cache(source, LocalStore(sys.argv[2]), heap_chunk_bytes=int(sys.argv[6]),
+                progress=False, remote=remote, local_cache_limit=1, threads=1, num_threads=1)
+print("finished", flush=True)
+"""
+
+
+def test_a_remote_build_killed_midway_commits_nothing_and_a_rerun_completes(moto, tmp_path):
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from ..helpers import sigkill
+
+    folder = folder_of(tmp_path)
+    want = local_build(folder, tmp_path / "A")
+    bucket = moto.endpoint.new_bucket("killed-build")
+    client = moto.endpoint.client()
+    script = tmp_path / "build.py"
+    script.write_text(KILLED)
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(folder), str(tmp_path / "B"), f"s3://{bucket}/caches/",
+         moto.endpoint.endpoint_url, json.dumps(moto.endpoint.storage_options), str(CHUNK)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and child.poll() is None:
+            listed = client.list_objects_v2(Bucket=bucket,
+                                            Prefix=f"caches/{want.key}/image/heap/c/")
+            if listed.get("KeyCount", 0) >= 3:
+                break
+            time.sleep(0.005)
+    finally:
+        assert sigkill(child) == -9  # killed mid-build, not finished
+    remote = s3_remote(moto.endpoint.endpoint_url, moto.endpoint.storage_options, bucket)
+    present = remote.list_objects(want.key)
+    assert len(present) >= 3 and layout.MANIFEST_NAME not in present
+    assert not remote.has(want.key) and remote.keys() == []
+    assert any(p.is_dir() for p in (tmp_path / "B" / ".tmp").iterdir())  # its build dir
+
+    got = remote_build(folder, tmp_path / "B", remote, 2 * CHUNK)
+    assert remote.has(want.key)
+    assert not any(p.is_dir() for p in (tmp_path / "B" / ".tmp").iterdir())
+    same_samples(got, want)
+    got.close()
