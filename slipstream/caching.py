@@ -31,15 +31,23 @@ from .cache.derived import ensure_format
 from .cache.images import DEFAULT_MAX_PIXELS, check_max_pixels
 from .cache.index import write_index as _write_index
 from .cache.key import content_key
-from .errors import CacheError, CacheRootError, RemoteCacheWarning, SlipstreamError
+from .errors import (
+    CacheError,
+    CacheRootError,
+    ConfigurationError,
+    RemoteCacheWarning,
+    SlipstreamError,
+)
+from .schema import Field
 from .sources.base import Source
 from .stores._transfer import DEFAULT_THREADS, SyncReport
 from .stores.base import CacheStore
 from .stores.local import LocalStore
 from .stores.pull import pull_cache
 from .stores.push import push_cache
-from .stores.streaming import open_streamed, should_stream
-from .stores.sync import pull_additions
+from .stores.remote_build import ChunkUploader, CommittedMeanwhile, commit_build
+from .stores.streaming import open_streamed, parse_size, should_stream
+from .stores.sync import pull_additions, remote_store_for
 
 if TYPE_CHECKING:
     from .dataset import SlipstreamDataset
@@ -80,6 +88,9 @@ def build_cache(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     on_error: str = "raise",
     exif_orientation: str = "ignore",
+    remote: CacheStore | str | None = None,
+    local_cache_limit: int | str | None = None,
+    threads: int = DEFAULT_THREADS,
 ) -> Cache:
     """Find the cache of ``source`` in ``store`` (a local store or its directory), or
     build it there.
@@ -96,6 +107,24 @@ def build_cache(
     (``on_error="skip"``) is published under :func:`~slipstream.cache.builder.partial_key`,
     so it is found only by builds that also skip; ``exif_orientation="apply"`` is another
     cache (another key).
+
+    ``remote`` (a store or its URL, e.g. ``"s3://bucket/caches/"``) alone: the cache is
+    found or built here as above, then pushed there (:func:`~slipstream.stores.push_cache`,
+    on ``threads`` threads).
+
+    ``remote`` with ``local_cache_limit`` (bytes, or a size such as ``"20GB"``): the
+    cache is built straight into the remote store, for a cache larger than the local
+    disk. Each heap chunk file is uploaded as soon as it is written, then removed, so
+    the build keeps at most the limit (or one chunk, if the limit is smaller) plus the
+    chunk being written on local disk. The commit marker is uploaded last, once every
+    file is checked to be there, so a reader never takes a half-uploaded cache for
+    complete; a failed or killed build commits nothing and can be run again (objects
+    already uploaded with the right checksum are kept). Nothing is built if ``remote``
+    holds the cache already. Returns the cache streamed from ``remote`` through at most
+    the limit of local disk (``docs/streaming.md``); if ``store`` has a full copy, that
+    copy is pushed and returned instead. Such a build writes the stored JPEG format and
+    every sample (``image_format="jpeg"``, ``on_error="raise"``); a remote that fails
+    raises :class:`~slipstream.errors.RemoteStoreError` naming the object.
     """
     if on_error not in BUILD_ON_ERROR:
         raise ValueError(f"on_error must be one of {BUILD_ON_ERROR}, got {on_error!r}")
@@ -106,6 +135,24 @@ def build_cache(
     base_format = stored_format(image_format)
     key = content_key(source.name, source.fingerprint(), selected, base_format,
                       settings=build_settings(exif_orientation))
+    remote_store = remote_store_for(remote)
+    limit = parse_size(local_cache_limit) if local_cache_limit is not None else None
+    if remote_store is not None and limit is not None:
+        if image_format != base_format or on_error != "raise":
+            raise ConfigurationError(
+                f"build_cache(remote=..., local_cache_limit=...) builds the stored "
+                f"{base_format} cache with every sample (image_format={base_format!r}, "
+                f"on_error='raise'), got image_format={image_format!r}, "
+                f"on_error={on_error!r}: derived formats need a full local copy, and a "
+                f"build that skips samples changes its key only at the end")
+        return _build_into_remote(source, store, remote_store, key, selected, limit,
+                                  num_threads=num_threads, threads=threads, progress=progress,
+                                  heap_chunk_bytes=heap_chunk_bytes, lock_timeout=lock_timeout,
+                                  max_pixels=max_pixels, exif_orientation=exif_orientation)
+    if limit is not None:
+        raise ConfigurationError(
+            f"build_cache(local_cache_limit={local_cache_limit!r}) needs remote=URL: the "
+            f"limit bounds the local disk of a build uploaded to a remote store as it goes")
     found = _find(store, key, on_error)
     if found is None:
         _check_root(store.root)
@@ -125,7 +172,42 @@ def build_cache(
                     raise
     cache = store.open_cache(found)
     ensure_format(cache, image_format, num_threads=num_threads, progress=progress)
+    if remote_store is not None:
+        push_cache(cache, remote_store, threads=threads, progress=progress)
     return cache
+
+
+def _build_into_remote(source: Source, store: LocalStore, remote: CacheStore, key: str,
+                       selected: Sequence[Field], limit: int, *, num_threads: int,
+                       threads: int, progress: bool, heap_chunk_bytes: int,
+                       lock_timeout: float | None, max_pixels: int,
+                       exif_orientation: str) -> Cache:
+    """:func:`build_cache` with ``remote`` and ``local_cache_limit``."""
+    if store.has(key):
+        cache = store.open_cache(key)
+        push_cache(cache, remote, threads=threads, progress=progress)
+        return cache
+    _check_root(store.root)
+    with store.build_lock(key, timeout=lock_timeout):
+        if not remote.has(key):
+            build_dir = store.new_build_dir(key)
+            uploader = ChunkUploader(remote, key, limit, heap_chunk_bytes, threads=threads)
+            try:
+                write_cache(source, build_dir, key, selected, image_format="jpeg",
+                            num_threads=num_threads, progress=progress,
+                            heap_chunk_bytes=heap_chunk_bytes, max_pixels=max_pixels,
+                            exif_orientation=exif_orientation, on_chunk_file=uploader)
+                uploader.finish()
+                if commit_build(remote, key, build_dir, uploader.uploaded, threads=threads,
+                                progress=progress):
+                    log.info("built cache %s into %s", key, remote.describe_url())
+            except CommittedMeanwhile:
+                log.info("cache %s was committed to %s by another writer while this build "
+                         "was uploading; using it", key, remote.describe_url())
+            finally:
+                uploader.abort()
+                shutil.rmtree(build_dir, ignore_errors=True)
+    return open_streamed(remote, key, store, limit, threads=threads, progress=progress)
 
 
 def _find(store: LocalStore, key: str, on_error: str) -> str | None:

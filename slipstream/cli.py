@@ -87,6 +87,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         check_max_pixels(args.max_pixels)
     except ValueError as exc:
         raise UsageError(f"--max-pixels: {exc}") from None
+    remote, limit = _build_remote(args)
     ds = SlipstreamDataset(
         args.url, source=args.source, cache_dir=args.cache_dir,
         storage_options=_storage_options(args.storage_option),
@@ -94,11 +95,30 @@ def cmd_build(args: argparse.Namespace) -> int:
     )
     with ds:
         cache = ds.build_cache(args.format, num_threads=args.threads, progress=not args.quiet,
-                               max_pixels=args.max_pixels, on_error=args.on_error)
+                               max_pixels=args.max_pixels, on_error=args.on_error,
+                               remote=remote, local_cache_limit=limit)
         left_out = f", {len(cache.skipped)} left out (on_error=skip)" if cache.skipped else ""
         print(f"{cache.path}  ({cache.num_samples} samples, {_human(cache.size_bytes())}"
               f"{left_out})")
+        if cache.chunk_source is not None:
+            print(f"{cache.key}  built into {remote.describe_url()}; streamed here within "
+                  f"{_human(limit or 0)} of local disk")
     return 0
+
+
+def _build_remote(args: argparse.Namespace) -> tuple[Any, int | None]:
+    """``build --remote URL [--local-cache-limit SIZE]``: the remote store and the limit."""
+    from .stores.streaming import local_cache_limit
+    from .stores.sync import open_remote_store
+
+    if args.remote is None:
+        if args.local_cache_limit is not None:
+            raise UsageError("--local-cache-limit needs --remote URL: it bounds the local "
+                             "disk of a build uploaded to a remote store as it goes")
+        return None, None
+    remote = open_remote_store(args.remote, endpoint_url=args.endpoint_url,
+                               storage_options=_storage_options(args.remote_storage_option))
+    return remote, local_cache_limit(args.local_cache_limit)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -229,6 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--exif-orientation", choices=["ignore", "apply"], default="ignore",
                    help="ignore EXIF orientation tags (default, as torchvision) or store "
                         "images upright (rotated ones are re-encoded; another cache)")
+    b.add_argument("--remote", help="also put the cache in this remote store (e.g. "
+                   "s3://bucket/caches/): pushed once built, or with --local-cache-limit "
+                   "built straight into it")
+    b.add_argument("--local-cache-limit", metavar="SIZE", help="with --remote: upload the "
+                   "cache chunk by chunk as it is built, keeping at most SIZE (e.g. 20GB) on "
+                   "local disk, for a cache larger than the disk (default "
+                   "$SLIPSTREAM_LOCAL_CACHE_LIMIT; docs/streaming.md)")
+    b.add_argument("--endpoint-url", help="the remote's S3-compatible endpoint")
+    b.add_argument("--remote-storage-option", action="append", default=[],
+                   metavar="KEY=VALUE", help="fsspec/s3fs option of the remote, repeatable "
+                   "(profile=..., key=..., secret=...); never printed")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_cache_dir(b)
     b.set_defaults(func=cmd_build)

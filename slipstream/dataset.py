@@ -12,6 +12,7 @@ from .cache.builder import BUILD_ON_ERROR
 from .cache.images import DEFAULT_MAX_PIXELS, check_exif_orientation, check_max_pixels
 from .schema import Field, Sample
 from .sources import Source, open_source
+from .stores.base import CacheStore
 from .stores.local import LocalStore, default_cache_dir
 
 __all__ = ["SlipstreamDataset"]
@@ -100,9 +101,12 @@ class SlipstreamDataset:
     def build_cache(
         self, image_format: str = "jpeg", *, progress: bool = True, num_threads: int = 16,
         max_pixels: int | None = None, on_error: str | None = None,
+        remote: CacheStore | str | None = None, local_cache_limit: int | str | None = None,
     ) -> Cache:
         """Find this dataset's cache, or build it (once; later calls find it).
-        ``max_pixels`` and ``on_error`` override the dataset's for this call."""
+        ``max_pixels`` and ``on_error`` override the dataset's for this call; ``remote``
+        and ``local_cache_limit`` build it into a remote store through a bounded local
+        disk (:func:`slipstream.caching.build_cache`)."""
         from .caching import build_cache
 
         return build_cache(
@@ -115,6 +119,8 @@ class SlipstreamDataset:
             max_pixels=self.max_pixels if max_pixels is None else max_pixels,
             on_error=self.on_error if on_error is None else on_error,
             exif_orientation=self.exif_orientation,
+            remote=remote,
+            local_cache_limit=local_cache_limit,
         )
 
     def close(self) -> None:

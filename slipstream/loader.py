@@ -704,7 +704,8 @@ class _EpochIterator:
         # the cache is in use until the epoch ends: `slipstream rm/prune` leave it alone
         self.in_use = self.cache.mark_in_use() if self.cache.mark_in_use else None
         try:
-            read_ahead(self.heaps, self.batches)
+            # the batches the previous epoch already pinned for this one are not "coming"
+            read_ahead(self.heaps, self.batches[self.submitted:])
             self._submit_until(len(self.slots))  # every slot is free: start decoding now
         except BaseException:
             self.close()

@@ -116,6 +116,7 @@ class HeapWriter:
         size = self.length - self._chunk_index * self.chunk_bytes
         self.ledger.record(path, size, self._hash.hexdigest())
         self._file = None
+        self.ledger.chunk_final(path)
 
     def finish(self) -> int:
         """Pad the last chunk, write the array metadata; return the heap length.

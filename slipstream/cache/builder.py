@@ -21,6 +21,7 @@ from .arrays import DEFAULT_HEAP_CHUNK_BYTES
 from .derived import DERIVED_FORMATS
 from .images import DEFAULT_MAX_PIXELS, check_exif_orientation
 from .key import KEY_HEX_DIGITS, content_key
+from .layout import ChunkHook
 from .writer import CacheWriter
 
 __all__ = ["write_cache", "cache_key_for", "select_fields", "stored_format", "partial_key",
@@ -79,7 +80,8 @@ def write_cache(source: Source, build_dir: Path, key: str, selected: Sequence[Fi
                 image_format: str = "jpeg", num_threads: int = 16, progress: bool = True,
                 heap_chunk_bytes: int = DEFAULT_HEAP_CHUNK_BYTES,
                 max_pixels: int = DEFAULT_MAX_PIXELS, on_error: str = "raise",
-                exif_orientation: str = "ignore") -> str:
+                exif_orientation: str = "ignore",
+                on_chunk_file: ChunkHook | None = None) -> str:
     """Write the cache of ``source`` into the empty private directory ``build_dir``,
     root metadata (the manifest) last, and return the key it is to be published under.
 
@@ -89,7 +91,9 @@ def write_cache(source: Source, build_dir: Path, key: str, selected: Sequence[Fi
     :class:`SampleError` naming it (``on_error="raise"``); with ``on_error="skip"`` it is
     left out, a warning names it, the cache records it (``cache.skipped``) and the key
     returned is :func:`partial_key` of ``key``. ``exif_orientation="apply"`` stores images
-    upright by their EXIF Orientation tag.
+    upright by their EXIF Orientation tag. ``on_chunk_file(path, rel, entry)`` is called
+    in the writing thread as each heap chunk file is final (it may upload and remove it:
+    nothing reads a chunk file back during the build).
 
     On failure the partial files are removed from ``build_dir`` (the caller removes the
     directory) and the error is raised; running out of space raises
@@ -105,7 +109,7 @@ def write_cache(source: Source, build_dir: Path, key: str, selected: Sequence[Fi
     with out_of_space_errors(f"building the cache of {source.location.describe()}", build_dir):
         writer = CacheWriter(build_dir, tuple(selected), n, image_format=image_format,
                              heap_chunk_bytes=heap_chunk_bytes, max_pixels=max_pixels,
-                             exif_orientation=exif_orientation)
+                             exif_orientation=exif_orientation, on_chunk_file=on_chunk_file)
         bar = progress_bar(n, f"building {source.name} cache", unit="img", enabled=progress)
         try:
             _fill(writer, source, num_threads, on_error, bar)

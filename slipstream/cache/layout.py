@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ __all__ = [
     "check_attrs",
     "write_root_metadata",
     "FileLedger",
+    "ChunkHook",
 ]
 
 #: Bumped whenever a reader of the previous version would misread a new cache.
@@ -191,16 +192,33 @@ def _is_name(part: str) -> bool:
     return part not in ("", ".", "..") and "/" not in part and "\\" not in part
 
 
-class FileLedger:
-    """Records each file written into a cache with its size and checksum."""
+#: Called with a heap chunk file's path and its manifest entry once the file is final.
+ChunkHook = Callable[[Path, str, dict[str, Any]], None]
 
-    def __init__(self, root: Path) -> None:
+
+class FileLedger:
+    """Records each file written into a cache with its size and checksum.
+
+    ``on_chunk_file(path, rel, entry)``, if given, is called as each heap chunk file is
+    final (closed, recorded; its bytes never change again), in the writing thread: it
+    may move the file elsewhere (a build uploading as it goes) or block to slow the
+    build down. An exception it raises stops the build.
+    """
+
+    def __init__(self, root: Path, on_chunk_file: ChunkHook | None = None) -> None:
         self.root = root
         self.files: dict[str, dict[str, Any]] = {}
+        self.on_chunk_file = on_chunk_file
 
     def record(self, path: Path, size: int, digest: str) -> None:
         rel = path.relative_to(self.root).as_posix()
         self.files[rel] = {"size": size, CHECKSUM: digest}
+
+    def chunk_final(self, path: Path) -> None:
+        """Heap chunk file ``path`` (already recorded) is final: call the hook."""
+        if self.on_chunk_file is not None:
+            rel = path.relative_to(self.root).as_posix()
+            self.on_chunk_file(path, rel, self.files[rel])
 
     def write_bytes(self, path: Path, data: bytes | memoryview) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

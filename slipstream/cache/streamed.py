@@ -27,9 +27,14 @@ __all__ = ["ChunkSource", "StreamedByteHeap", "BatchPins", "pin_batch", "read_ah
 class ChunkSource(Protocol):
     """Makes the chunk files of one streamed cache present on local disk."""
 
-    def acquire(self, path: Path) -> None:
+    def acquire(self, path: Path) -> bool:
         """Make chunk file ``path`` present (fetched and verified) and pinned: it stays on
-        disk until as many :meth:`release` calls as ``acquire`` calls were made."""
+        disk until as many :meth:`release` calls as ``acquire`` calls were made.
+
+        True if the file pinned is the very one this source downloaded and checked
+        against the manifest (so the reader need not hash it again); False if it was
+        here already (kept from an earlier run, or fetched by another process), and the
+        reader hashes it on first touch as any cache's chunk."""
         ...
 
     def release(self, path: Path) -> None:
@@ -68,8 +73,8 @@ class StreamedByteHeap(ByteHeap):
         self._views = [None] * self.num_chunks  # type: ignore[list-item]
         self._stamps = [None] * self.num_chunks
         self._pins = [0] * self.num_chunks
-        # hashed on first touch like any heap's chunks (the fetcher verified them too, but a
-        # chunk kept in the local area from an earlier run may have rotted since)
+        # hashed on first touch like any heap's chunks, unless the source says it has just
+        # checked that very file (a chunk kept from an earlier run may have rotted since)
         self._verified = [False] * self.num_chunks
 
     def pin(self, chunks: Sequence[int]) -> None:
@@ -94,12 +99,14 @@ class StreamedByteHeap(ByteHeap):
 
     def _acquire_and_map(self, c: int) -> None:
         path = self.chunk_path(c)
-        self.source.acquire(path)
+        checked = self.source.acquire(path)
         try:
             self._views[c], self._stamps[c] = self._map_chunk(c)
         except BaseException:
             self.source.release(path)
             raise
+        if checked:  # the pin keeps the file the source checked under the path we mapped
+            self._verified[c] = True
 
     def unpin(self, chunks: Sequence[int]) -> None:
         """Undo :meth:`pin`; a chunk no pin holds is unmapped and released."""

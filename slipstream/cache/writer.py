@@ -21,6 +21,7 @@ from .images import (
     probe_image,
 )
 from .layout import (
+    ChunkHook,
     FileLedger,
     group_metadata,
     write_root_metadata,
@@ -105,7 +106,8 @@ class _HeapField:
 
 class CacheWriter:
     """Fills a fresh directory with a cache; :meth:`finish` writes the root metadata, which
-    holds the manifest, last."""
+    holds the manifest, last. ``on_chunk_file`` is called as each heap chunk file is final
+    (:class:`~slipstream.cache.layout.FileLedger`)."""
 
     def __init__(
         self,
@@ -117,6 +119,7 @@ class CacheWriter:
         heap_chunk_bytes: int,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         exif_orientation: str = "ignore",
+        on_chunk_file: ChunkHook | None = None,
     ) -> None:
         if image_format not in SUPPORTED_IMAGE_FORMATS:
             raise ValueError(
@@ -129,7 +132,7 @@ class CacheWriter:
         self.image_format = image_format
         self.max_pixels = check_max_pixels(max_pixels)
         self.exif_orientation = check_exif_orientation(exif_orientation)
-        self.ledger = FileLedger(directory)
+        self.ledger = FileLedger(directory, on_chunk_file)
         self._seen = np.zeros(num_samples, bool)
         #: source index -> why it was left out (:meth:`skip`)
         self.skipped: dict[int, str] = {}

@@ -42,6 +42,9 @@ __all__ = ["LIMIT_ENV", "StreamedChunks", "open_streamed", "should_stream", "par
 
 #: Environment variable with the default ``local_cache_limit``.
 LIMIT_ENV = "SLIPSTREAM_LOCAL_CACHE_LIMIT"
+#: Chunk downloads the read-ahead runs at once: enough to hide a request's latency,
+#: few enough that the chunk needed first is not slowed down by those needed later.
+READ_AHEAD_THREADS = 4
 
 log = logging.getLogger("slipstream.stores")
 
@@ -152,13 +155,16 @@ def _write_atomically(dest: Path, data: bytes) -> None:
 
 
 def _fetch_into_place(remote: CacheStore, key: str, rel: str, entry: Mapping[str, Any],
-                      dest: Path) -> None:
-    """Download ``rel`` under a private name, verify it, rename it to ``dest``."""
+                      dest: Path) -> int:
+    """Download ``rel`` under a private name, verify it, rename it to ``dest``; the
+    file's inode."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{build_dir_name('part')}")
     try:
         fetch_one_verified(remote, key, rel, entry, tmp)
+        inode = os.stat(tmp).st_ino
         os.rename(tmp, dest)
+        return inode
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -176,12 +182,19 @@ class StreamedChunks:
         self.remote, self.key, self.area = remote, key, area
         self.files = files
         self.limit = limit
-        self._marker = area / layout.MANIFEST_NAME
+        self._small_bytes = sum(int(e["size"]) for rel, e in files.items()
+                                if not is_chunk_file(rel))
+        self._largest_chunk = max((int(e["size"]) for rel, e in files.items()
+                                   if is_chunk_file(rel)), default=0)
         self.threads = max(1, threads)
         self.fetched: Counter[str] = Counter()
         #: the chunk files this object evicted, by chunk
         self.evicted: Counter[str] = Counter()
         self._pins: dict[str, list[int]] = {}  # rel -> [fd, count]
+        #: rel -> inode of the file this object downloaded, checked and renamed into place
+        self._checked: dict[str, int] = {}
+        #: rel -> set when this process's download of it (by any thread) has ended
+        self._inflight: dict[str, threading.Event] = {}
         self._lock = threading.RLock()
         self._reserved = 0  # bytes of this process's downloads in progress
         self._warned = False
@@ -189,6 +202,8 @@ class StreamedChunks:
         self._plan: list[list[str]] = []
         self._consumer = -1
         self._ahead_to = -1  # the last batch of the plan the read-ahead has reached
+        self._queued: set[str] = set()  # chunks handed to a read-ahead thread
+        self._refused: dict[str, int] = {}  # chunk -> the consumer's batch when refused room
         self._wake = threading.Condition(self._lock)
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -197,12 +212,30 @@ class StreamedChunks:
     def _rel(self, path: Path) -> str:
         return path.relative_to(self.area).as_posix()
 
-    def acquire(self, path: Path) -> None:
+    def acquire(self, path: Path) -> bool:
         rel = self._rel(path)
         with self._lock:
-            if rel in self._pins:
-                self._pins[rel][1] += 1
-                return
+            pin = self._pins.get(rel)
+            if pin is not None:
+                pin[1] += 1
+                return self._checked_here(rel, pin[0])
+        fd = self._present_and_locked(path, rel)
+        try:
+            os.utime(path)  # least recently used goes first
+        except OSError:
+            pass
+        with self._lock:
+            pin = self._pins.get(rel)
+            if pin is not None:  # another thread pinned it meanwhile
+                pin[1] += 1
+                os.close(fd)
+                fd = pin[0]
+            else:
+                self._pins[rel] = [fd, 1]
+            return self._checked_here(rel, fd)
+
+    def _present_and_locked(self, path: Path, rel: str) -> int:
+        """A descriptor of chunk file ``path``, fetched if need be, holding a shared lock."""
         while True:
             self._ensure_present(rel)
             try:
@@ -214,20 +247,13 @@ class StreamedChunks:
                 same = os.stat(path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
                 same = False
-            if not same:  # evicted while we waited for the lock
-                os.close(fd)
-                continue
-            break
-        try:
-            os.utime(path)  # least recently used goes first
-        except OSError:
-            pass
-        with self._lock:
-            if rel in self._pins:  # another thread pinned it meanwhile
-                self._pins[rel][1] += 1
-                os.close(fd)
-            else:
-                self._pins[rel] = [fd, 1]
+            if same:
+                return fd
+            os.close(fd)  # evicted while we waited for the lock
+
+    def _checked_here(self, rel: str, fd: int) -> bool:
+        """Whether the file open as ``fd`` is the one this object downloaded and checked."""
+        return self._checked.get(rel) == os.fstat(fd).st_ino
 
     def release(self, path: Path) -> None:
         rel = self._rel(path)
@@ -239,42 +265,78 @@ class StreamedChunks:
             if pin[1] == 0:
                 del self._pins[rel]
                 os.close(pin[0])
+                self._wake.notify_all()  # the read-ahead's budget grew
 
     # -- fetching ------------------------------------------------------------------------
-    def _ensure_present(self, rel: str, *, ahead: bool = False) -> None:
-        """Fetch ``rel`` unless it is here. ``ahead`` (read-ahead): only if room can be
-        made without evicting a chunk the plan needs sooner; else leave it for later."""
+    def _ensure_present(self, rel: str, *, ahead: bool = False) -> bool:
+        """Fetch ``rel`` unless it is here; whether it is here now. ``ahead`` (read-ahead):
+        only if room can be made without evicting a chunk the plan needs sooner, and not
+        if another thread is fetching it; else leave it for later.
+
+        Threads of this process wait for one another's download of a chunk on an event
+        (no polling, no lock file); processes sharing the area, on the chunk's lock file."""
         dest = self.area / rel
-        if dest.is_file():
-            return
         if rel not in self.files:
             raise FileNotFoundError(f"{dest}: not in the manifest of cache {self.key}")
+        while not dest.is_file():
+            with self._lock:
+                running = self._inflight.get(rel)
+                if running is None:
+                    done = self._inflight[rel] = threading.Event()
+            if running is not None:
+                if ahead:
+                    return False
+                running.wait()  # then look again: that fetch may have made no room
+                continue
+            try:
+                return self._fetch_once(rel, dest, ahead=ahead)
+            finally:
+                with self._lock:
+                    del self._inflight[rel]
+                done.set()
+        return True
+
+    def _fetch_once(self, rel: str, dest: Path, *, ahead: bool) -> bool:
         dest.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(dest.with_name(f".{dest.name}.fetch-lock"), poll=0.005):
-            if dest.is_file():  # another process (or thread) fetched it while we waited
-                return
+            if dest.is_file():  # another process fetched it while we waited
+                return True
             size = int(self.files[rel]["size"])
             if not self._make_room(size, ahead=ahead):
-                return
+                return False
             try:
-                _fetch_into_place(self.remote, self.key, rel, self.files[rel], dest)
+                inode = _fetch_into_place(self.remote, self.key, rel, self.files[rel], dest)
             finally:
                 with self._lock:
                     self._reserved -= size
             with self._lock:
                 self.fetched[rel] += 1
+                self._checked[rel] = inode
+        return True
+
+    def _listing(self) -> list[tuple[str, int, int]]:
+        """``(rel, size, mtime_ns)`` of the cache's files in the area: chunk files and
+        the small files the manifest lists (not the root ``zarr.json`` holding the
+        manifest, nor hidden files: locks, downloads in progress)."""
+        out = []
+        root = str(self.area)
+        for dirpath, _, names in os.walk(root):
+            prefix = dirpath[len(root) + 1:].replace(os.sep, "/")
+            for name in names:
+                rel = f"{prefix}/{name}" if prefix else name
+                if name.startswith(".") or rel == layout.MANIFEST_NAME:
+                    continue
+                try:
+                    st = os.stat(os.path.join(dirpath, name))
+                except FileNotFoundError:
+                    continue  # evicted meanwhile
+                out.append((rel, st.st_size, st.st_mtime_ns))
+        return out
 
     def disk_used(self) -> int:
         """Bytes of the cache's files in the area (chunk files and the small files the
         manifest lists; the root ``zarr.json`` holding the manifest is not counted)."""
-        total = 0
-        for p in self.area.rglob("*"):
-            if not p.name.startswith(".") and p != self._marker:
-                try:
-                    total += p.stat().st_size if p.is_file() else 0
-                except FileNotFoundError:
-                    pass
-        return total
+        return sum(size for _, size, _ in self._listing())
 
     def _make_room(self, size: int, *, ahead: bool = False) -> bool:
         """Evict unpinned chunk files until ``size`` more bytes fit in the limit, and
@@ -282,16 +344,18 @@ class StreamedChunks:
         used first, then (not for a read-ahead) the others. False if a read-ahead found
         no room (nothing reserved)."""
         with self._lock:
-            used = self.disk_used() + self._reserved
+            listing = self._listing()
+            used = sum(size for _, size, _ in listing) + self._reserved
             if used + size > self.limit:
-                later, soon = self._eviction_order()
-                for path in later + ([] if ahead else soon):
+                later, soon = self._eviction_order(listing)
+                for rel in later + ([] if ahead else soon):
                     if used + size <= self.limit:
                         break
-                    freed = self._evict(path)
+                    freed = self._evict(self.area / rel)
                     if freed:
                         used -= freed
-                        self.evicted[self._rel(path)] += 1
+                        self.evicted[rel] += 1
+                        self._checked.pop(rel, None)
             if used + size > self.limit:
                 if ahead:
                     return False
@@ -303,21 +367,20 @@ class StreamedChunks:
             self._reserved += size
             return True
 
-    def _eviction_order(self) -> tuple[list[Path], list[Path]]:
-        """The chunk files here, least recently used first: (those the plan does not need
-        soon, those it does)."""
-        soon = {rel for batch in self._plan[max(0, self._consumer):self._ahead_to + 1]
-                for rel in batch}
-        found = []
-        for p in self.area.rglob("*"):
-            rel = self._rel(p)
-            if not p.name.startswith(".") and is_chunk_file(rel):
-                try:
-                    found.append((p.stat().st_mtime_ns, rel in soon, p))
-                except FileNotFoundError:
-                    pass
-        found.sort(key=lambda f: f[0])
-        return [p for _, s, p in found if not s], [p for _, s, p in found if s]
+    def _eviction_order(self, listing: list[tuple[str, int, int]]
+                        ) -> tuple[list[str], list[str]]:
+        """The chunk files of ``listing`` in the order to evict them: (those the plan
+        does not need soon, least recently used first; those it does, the one needed
+        last first)."""
+        next_use: dict[str, int] = {}
+        for b in range(max(0, self._consumer), min(self._ahead_to + 1, len(self._plan))):
+            for rel in self._plan[b]:
+                next_use.setdefault(rel, b)
+        chunks = sorted((mtime, rel) for rel, _, mtime in listing if is_chunk_file(rel))
+        later = [rel for _, rel in chunks if rel not in next_use]
+        soon = sorted((rel for _, rel in chunks if rel in next_use),
+                      key=lambda rel: -next_use[rel])
+        return later, soon
 
     def _evict(self, path: Path) -> int:
         """Remove ``path`` unless some reader pins it; the bytes freed."""
@@ -348,6 +411,8 @@ class StreamedChunks:
             self._plan = [sorted({self._rel(p) for p in b}) for b in batches]
             self._consumer = -1
             self._ahead_to = -1
+            self._queued.clear()
+            self._refused.clear()
             self._stop = False
         self._thread = threading.Thread(target=self._read_ahead_loop, daemon=True,
                                         name=f"slipstream-stream-{self.key[:8]}")
@@ -366,45 +431,75 @@ class StreamedChunks:
             self._thread.join()
         self._thread = None
 
-    def _ahead_budget(self) -> int:
-        """Bytes of chunks fetched ahead of the consumer: half the area, so that the
-        chunks in use and those coming both fit."""
-        return self.limit // 2
+    def _ahead_budget(self, pinned: set[str]) -> int:
+        """Bytes of chunks the read-ahead may hold beyond the ``pinned`` ones: at most half
+        the area, and no more than the limit leaves once the small files, the pinned
+        chunks and one chunk (room for a batch that must fetch on demand) are counted,
+        so that fetching ahead never has to evict a chunk it fetched and that is still
+        to be read."""
+        pinned_bytes = sum(int(self.files[rel]["size"]) for rel in pinned)
+        return min(self.limit // 2,
+                   self.limit - self._small_bytes - pinned_bytes - self._largest_chunk)
+
+    def _next_job(self) -> str | None:
+        """The chunk the coming batches need first that is not here, not being fetched,
+        and not refused room since the consumer last moved; None if there is none within
+        the budget. Call with the lock held.
+
+        The budget counts the chunks the coming batches read besides those pinned (by
+        the batches in flight, and the one being pinned): those are on disk whatever
+        happens."""
+        pinned = set(self._pins)
+        if self._consumer >= 0:
+            pinned.update(self._plan[self._consumer])
+        budget = self._ahead_budget(pinned)
+        seen, ahead_bytes = set(pinned), 0
+        for b in range(self._consumer + 1, len(self._plan)):
+            for rel in self._plan[b]:
+                if rel in seen:
+                    continue
+                seen.add(rel)
+                ahead_bytes += int(self.files[rel]["size"])
+                if ahead_bytes > budget and b > self._consumer + 1:
+                    return None
+                self._ahead_to = max(self._ahead_to, b)
+                if rel in self._queued or self._refused.get(rel) == self._consumer:
+                    continue
+                if not (self.area / rel).is_file():
+                    return rel
+        return None
 
     def _jobs(self) -> Iterator[str]:
-        """Chunk files to fetch, in the order of need, never more than the budget ahead."""
-        b = 0
+        """Chunk files to fetch, each time the one needed first (see :meth:`_next_job`):
+        a chunk refused room is tried again once the consumer has moved on."""
         while True:
             with self._lock:
                 while True:
-                    if self._stop:
+                    if self._stop or self._consumer + 1 >= len(self._plan):
                         return
-                    b = max(b, self._consumer + 1)
-                    if b >= len(self._plan):
-                        return
-                    ahead = {rel for batch in self._plan[self._consumer + 1:b + 1]
-                             for rel in batch}
-                    ahead_bytes = sum(int(self.files[r]["size"]) for r in ahead)
-                    if b == self._consumer + 1 or ahead_bytes <= self._ahead_budget():
+                    rel = self._next_job()
+                    if rel is not None:
                         break
                     self._wake.wait(0.5)
-                batch = self._plan[b]
-                self._ahead_to = b
-            for rel in batch:
-                if not (self.area / rel).is_file():
-                    yield rel
-            b += 1
+                self._queued.add(rel)
+            yield rel
 
     def _read_ahead_loop(self) -> None:
         def fetch(rel: str) -> None:
-            if self._stop:
-                return
+            here = True
             try:
-                self._ensure_present(rel, ahead=True)
+                if not self._stop:
+                    here = self._ensure_present(rel, ahead=True)
             except Exception as exc:  # the batch that needs it fetches it and reports
                 log.debug("read-ahead of %s failed: %s", rel, exc)
+            finally:
+                with self._lock:
+                    self._queued.discard(rel)
+                    if not here:
+                        self._refused[rel] = self._consumer
+                    self._wake.notify_all()
 
-        for _ in bounded_map(fetch, self._jobs(), threads=self.threads,
+        for _ in bounded_map(fetch, self._jobs(), threads=min(self.threads, READ_AHEAD_THREADS),
                              thread_name="slipstream-stream-fetch"):
             if self._stop:
                 break

@@ -4,6 +4,7 @@ use, two loaders sharing the area, JPEG and YUV420 columns, indexes, resume and 
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -49,6 +50,17 @@ def chunk_files(cache) -> dict[str, int]:
 
 def area_files(area: Path) -> list[Path]:
     return [p for p in area.rglob("*") if p.is_file() and not p.name.startswith(".")]
+
+
+def area_bytes(area: Path) -> int:
+    """Bytes of the files in the area now (the read-ahead may evict one as we look)."""
+    total = 0
+    for p in area_files(area):
+        try:
+            total += p.stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
 
 
 def all_good(area: Path, files: dict) -> None:
@@ -106,7 +118,7 @@ def test_a_quarter_limit_serves_every_sample_once_within_the_limit(setup, tmp_pa
             i = full.column("path").values(range(len(full))).index(path)
             assert data[offsets[k]:offsets[k + 1]].tobytes() == reference[i]
             seen.append(i)
-        peak = max(peak, sum(p.stat().st_size for p in area_files(area)))
+        peak = max(peak, area_bytes(area))
     assert sorted(seen) == list(range(len(full)))
     assert peak <= limit + max(chunks.values())
     fetched = cache.chunk_source.fetched
@@ -242,3 +254,45 @@ def test_pull_with_a_limit_sets_up_a_streamed_cache(setup, tmp_path, s3_server, 
     # a limit larger than the cache pulls it whole, as before
     assert main(["pull", full.key[:10], "--local-cache-limit", "1TB", *args]) == 0
     assert store.has(full.key)
+
+
+def test_a_chunk_this_loader_checked_is_not_hashed_again_but_one_kept_from_before_is(
+        setup, tmp_path, monkeypatch, caplog):
+    """The fetcher hashes each chunk as it arrives; the reader's hash on first touch is
+    then skipped for that very file, but not for a chunk found in the area (kept from an
+    earlier run), which may have rotted at rest. One loader's threads wait for one
+    another's downloads without the lock file's 'waiting for' warning."""
+    from slipstream.cache.arrays import ByteHeap
+    from slipstream.errors import CacheCorruptError
+
+    folder, full, remote = setup
+    total = sum(e["size"] for e in full.attrs["files"].values())
+    hashed: list[int] = []
+    original = ByteHeap.verify_chunk
+
+    def counting(heap, c, expected):
+        hashed.append(c)
+        return original(heap, c, expected)
+
+    monkeypatch.setattr(ByteHeap, "verify_chunk", counting)
+    with loader_for(folder, tmp_path / "B", remote, total - 1, shuffle=True, seed=2) as first:
+        with caplog.at_level("WARNING", logger="slipstream.lock"):
+            assert sum(len(b["path"]) for b in first) == len(full)
+        assert first.cache.chunk_source.fetched
+        area = first.cache.path
+    assert not [r for r in caplog.records if "waiting for" in r.getMessage()]
+    assert hashed == []
+
+    # a chunk kept in the area rots at rest (same file, one byte flipped in place)
+    kept = sorted(p for p in area_files(area) if is_chunk_file(p.relative_to(area).as_posix())
+                  and p.relative_to(area).as_posix().startswith("image/"))
+    assert kept
+    with open(kept[0], "r+b") as f:
+        byte = f.read(1)
+        f.seek(0)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with loader_for(folder, tmp_path / "B", remote, total - 1, shuffle=False) as second, \
+            pytest.raises(CacheCorruptError, match=re.escape(str(kept[0]))):
+        for _ in second:
+            pass
+    assert hashed  # the chunks found in the area were hashed on first touch
