@@ -249,7 +249,10 @@ def ensure_cache(
 ) -> Cache:
     """The dataset's cache: found locally, else pulled from ``remote`` (or streamed from
     it, when it is larger than ``local_cache_limit`` bytes: docs/streaming.md), else built
-    here (and pushed to ``remote``).
+    here (and pushed to ``remote``). With ``local_cache_limit`` a cache that is nowhere
+    yet is built straight into ``remote``, never holding more than the limit here, and
+    streamed (:func:`build_cache` with ``remote``), unless it needs a full local copy: a
+    derived image format, or a dataset built with ``on_error="skip"``.
 
     The cache is marked in use while this runs, and the returned cache can mark itself
     (``cache.mark_in_use()``, a shared lock: :meth:`LocalStore.hold`), as a loader does
@@ -301,6 +304,12 @@ def _find_pull_or_build(dataset: SlipstreamDataset, image_format: str,
             log.info("pulled cache %s from %s (%d files, %d bytes)", key,
                      remote.describe_url(), len(report.pulled), report.pulled_bytes)
         cache = store.open_cache(key)
+    elif (local_cache_limit is not None and image_format == stored_format(image_format)
+          and dataset.on_error == "raise"):
+        # Nowhere yet, and the local disk is bounded: build it into the remote as it goes
+        # (never more than the limit here), then stream it like any remote cache.
+        return dataset.build_cache(image_format, progress=progress, remote=remote,
+                                   local_cache_limit=local_cache_limit)
     else:
         cache = dataset.build_cache(image_format, progress=progress)  # derives formats too
         _push_or_warn(cache, store, remote, threads, progress)

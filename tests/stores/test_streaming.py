@@ -296,3 +296,28 @@ def test_a_chunk_this_loader_checked_is_not_hashed_again_but_one_kept_from_befor
         for _ in second:
             pass
     assert hashed  # the chunks found in the area were hashed on first touch
+
+
+def test_a_limited_loader_builds_a_missing_cache_into_the_remote_and_streams_it(
+        tmp_path, s3_server, s3_bucket):
+    """``remote_cache`` + ``local_cache_limit`` and a cache that is nowhere yet: it is
+    built straight into the remote (never whole on local disk) and streamed from there,
+    with the batches a local cache gives."""
+    folder = make_image_folder(tmp_path / "data", num_classes=3, images_per_class=10,
+                               size=(64, 80), seed=5)
+    remote = open_remote_store(f"s3://{s3_bucket}/caches/", endpoint_url=s3_server.endpoint_url,
+                               storage_options=s3_server.storage_options)
+    pipes = {"image": [DecodeCenterCrop(48)]}
+    with loader_for(folder, tmp_path / "B", remote, "64MB", shuffle=False,
+                    pipelines=pipes) as streamed:
+        cache = streamed.cache
+        assert cache.chunk_source is not None  # streamed, not a local build
+        assert remote.has(cache.key) and not LocalStore(tmp_path / "B").has(cache.key)
+        local = SlipstreamDataset(folder, cache_dir=tmp_path / "A").build_cache(progress=False)
+        assert local.key == cache.key
+        with SlipstreamLoader(local, batch_size=8, shuffle=False, num_threads=2,
+                              pipelines=pipes, progress=False) as plain:
+            for a, b in zip(streamed, plain, strict=True):
+                assert np.array_equal(a["image"].numpy(), b["image"].numpy())
+                assert a["path"] == b["path"]
+                assert np.array_equal(a["label"].numpy(), b["label"].numpy())
