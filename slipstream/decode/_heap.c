@@ -201,10 +201,11 @@ done:
  * GIL released (None where it does not exist), the identity file_stamp() gives. */
 PyObject *kernel_stat_files(PyObject *mod, PyObject *arg) {
     (void)mod;
-    PyObject *seq = PySequence_Fast(arg, "stat_files: a sequence of paths");
+    /* a tuple of our own: nothing can drop the str objects while the GIL is released */
+    PyObject *seq = PySequence_Tuple(arg);
     if (!seq)
         return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
     const char **names = PyMem_Calloc((size_t)n + 1, sizeof(char *));
     struct stat *st = PyMem_Calloc((size_t)n + 1, sizeof(struct stat));
     int *err = PyMem_Calloc((size_t)n + 1, sizeof(int));
@@ -214,7 +215,7 @@ PyObject *kernel_stat_files(PyObject *mod, PyObject *arg) {
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) /* valid while seq holds the str objects */
-        if (!(names[i] = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(seq, i))))
+        if (!(names[i] = PyUnicode_AsUTF8(PyTuple_GET_ITEM(seq, i))))
             goto done;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++)

@@ -127,3 +127,18 @@ def test_native_lookups_fuzz(data, chunk, n_values):
         else:  # somewhere valid, never address 0
             assert int(addresses[k]) != 0
         assert (k in straddling) == (start + int(sizes[i]) > chunk)
+
+
+def test_stat_files_gives_file_stamps(tmp_path):
+    """The change check's one-call ``stat()``: the stamp ``file_stamp`` gives, None for a
+    missing file, an error naming the path for anything else."""
+    from slipstream.cache.arrays import file_stamp
+
+    here = tmp_path / "chunk"
+    here.write_bytes(b"x" * 100)
+    got = native().stat_files([str(here), str(tmp_path / "gone")])
+    assert got == [file_stamp(here), None]
+    with pytest.raises(NotADirectoryError, match="chunk"):
+        native().stat_files([str(here / "below")])
+    with pytest.raises(TypeError):
+        native().stat_files([here])
