@@ -317,8 +317,9 @@ class ByteHeap:
         self.offsets = offsets
         self.sizes = sizes
         self.num_chunks = -(-self.length // self.chunk_bytes) if self.length else 0
-        #: each chunk's file name, made once: the per-batch change check stats them
-        self._chunk_files = [str(_chunk_path(array_dir, c)) for c in range(self.num_chunks)]
+        #: chunk file names by chunk, made on first use: the per-batch change check stats
+        #: them (not made up front: a damaged heap may claim any number of chunks)
+        self._chunk_files: dict[int, str] = {}
         self._views: list[np.ndarray] = []
         self._bases: np.ndarray | None = None  # the maps' addresses, for locate()
         #: each chunk file's identity when it was mapped: see :meth:`changed_chunks`
@@ -462,7 +463,11 @@ class ByteHeap:
         chunks = [c for c in chunks if self._stamps[c] is not None]
         changed = []
         # one call, the GIL released for the syscalls
-        for c, now in zip(chunks, native().stat_files([self._chunk_files[c] for c in chunks])):
+        names = self._chunk_files
+        for c in chunks:
+            if c not in names:
+                names[c] = str(_chunk_path(self.array_dir, c))
+        for c, now in zip(chunks, native().stat_files([names[c] for c in chunks])):
             stamp = self._stamps[c]
             if stamp is None:  # unmapped meanwhile (a streamed heap's chunk)
                 continue

@@ -77,6 +77,19 @@ static inline uint64_t value_size(const Lookup *L, int64_t i) {
                                   : ((const uint64_t *)L->sizes.buf)[i];
 }
 
+/* No value spans more chunk files than this: a heap claiming otherwise (a chunk size of a
+ * few bytes in its metadata) is refused rather than listed chunk by chunk. */
+#define MAX_SPAN (1u << 20)
+
+typedef struct {
+    uint64_t first, last;
+} Span;
+
+static int span_order(const void *x, const void *y) {
+    uint64_t a = ((const Span *)x)->first, b = ((const Span *)y)->first;
+    return (a > b) - (a < b);
+}
+
 PyObject *kernel_heap_chunks(PyObject *mod, PyObject *args) {
     PyObject *o_off, *o_size, *o_idx;
     unsigned long long chunk_bytes;
@@ -92,8 +105,11 @@ PyObject *kernel_heap_chunks(PyObject *mod, PyObject *args) {
     if (lookup_open(&L, o_off, o_size, o_idx, "heap_chunks"))
         return NULL;
     PyObject *out = NULL;
-    uint8_t *touched = calloc((size_t)n_chunks + 1, 1);
-    if (!touched) {
+    /* one span of chunks per value, sorted and merged: work grows with the batch, not
+     * with the heap (whose size a damaged cache may misstate) */
+    Span *spans = PyMem_Calloc((size_t)L.n + 1, sizeof(Span));
+    Py_ssize_t m = 0;
+    if (!spans) {
         PyErr_NoMemory();
         goto done;
     }
@@ -105,25 +121,40 @@ PyObject *kernel_heap_chunks(PyObject *mod, PyObject *args) {
             continue;
         uint64_t first = off[idx[k]] / chunk_bytes;
         uint64_t last = (off[idx[k]] + size - 1) / chunk_bytes;
-        if (last >= (uint64_t)n_chunks) {
+        if (last >= (uint64_t)n_chunks || last < first) {
             PyErr_Format(PyExc_ValueError, "heap_chunks: value %lld lies past the heap's %zd "
                          "chunks", (long long)idx[k], n_chunks);
             goto done;
         }
-        for (uint64_t c = first; c <= last; c++)
-            touched[c] = 1;
+        if (last - first >= MAX_SPAN) {
+            PyErr_Format(PyExc_ValueError, "heap_chunks: value %lld spans %llu chunks of %llu "
+                         "bytes: the heap's chunk size is implausible", (long long)idx[k],
+                         (unsigned long long)(last - first + 1), chunk_bytes);
+            goto done;
+        }
+        spans[m].first = first;
+        spans[m].last = last;
+        m++;
     }
+    qsort(spans, (size_t)m, sizeof(Span), span_order);
     out = PyList_New(0);
-    for (Py_ssize_t c = 0; out && c < n_chunks; c++) {
-        if (!touched[c])
-            continue;
-        PyObject *v = PyLong_FromSsize_t(c);
-        if (!v || PyList_Append(out, v))
-            Py_CLEAR(out);
-        Py_XDECREF(v);
+    uint64_t next = 0; /* the first chunk not listed yet */
+    for (Py_ssize_t j = 0; out && j < m; j++) {
+        for (uint64_t c = spans[j].first > next ? spans[j].first : next; c <= spans[j].last;
+             c++) {
+            PyObject *v = PyLong_FromUnsignedLongLong(c);
+            if (!v || PyList_Append(out, v)) {
+                Py_XDECREF(v);
+                Py_CLEAR(out);
+                break;
+            }
+            Py_DECREF(v);
+        }
+        if (spans[j].last + 1 > next)
+            next = spans[j].last + 1;
     }
 done:
-    free(touched);
+    PyMem_Free(spans);
     lookup_release(&L);
     return out;
 }

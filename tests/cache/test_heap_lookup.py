@@ -142,3 +142,11 @@ def test_stat_files_gives_file_stamps(tmp_path):
         native().stat_files([str(here / "below")])
     with pytest.raises(TypeError):
         native().stat_files([here])
+
+
+def test_a_heap_claiming_a_tiny_chunk_size_is_refused_not_listed():
+    """A damaged heap's metadata may claim chunks of a few bytes: its values are refused by
+    name instead of listed chunk by chunk (which would take as long as the claim is big)."""
+    offsets, sizes = np.array([0], np.uint64), np.array([1 << 21], np.uint32)
+    with pytest.raises(ValueError, match="implausible"):
+        native().heap_chunks(offsets, sizes, np.array([0], np.int64), 1, 1 << 22)
