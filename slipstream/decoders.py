@@ -81,7 +81,7 @@ class BatchSamples:
     @classmethod
     def gather(cls, column: Any, indices: np.ndarray) -> BatchSamples:
         """The samples ``indices`` of an image column, in one native call."""
-        indices = np.ascontiguousarray(indices, np.int64)
+        indices = np.ascontiguousarray(indices, np.int64)  # kept for view(): once, here
         table, python_path, keepalive = column.heap.sample_table(
             indices, column.codecs, column.heights, column.widths, _NATIVE_CODECS)
         return cls(table, python_path, keepalive, column, indices)

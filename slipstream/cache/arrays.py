@@ -398,8 +398,8 @@ class ByteHeap:
         (5, n)``: address, size, codec, height, width per value; ``codecs`` ``uint8``,
         ``heights``/``widths`` ``uint32`` per value of the heap), the positions whose
         codec is not in the bit mask ``native_codecs``, and what must stay alive while
-        the addresses are read (as :meth:`locate`). One native call."""
-        indices = np.ascontiguousarray(indices, np.int64)
+        the addresses are read (as :meth:`locate`). One native call; ``indices`` are
+        ``int64``, C-contiguous."""
         bases, keep = self._chunk_bases()
         table = np.empty((5, len(indices)), np.uint64)
         try:

@@ -101,14 +101,24 @@ def test_decoder_plan_is_its_boxes_planned():
 
 
 def test_stream_key_matches_uniforms():
-    """``stream_key`` is the key ``uniforms`` hashes each index with: draws from the
-    native planner and from numpy come from one stream."""
-    idx = np.array([0, 1, 2**33], np.int64)
-    a = uniforms(5, 6, idx, 1, STREAM, 3)
-    b = uniforms(5, 6, idx, 1, STREAM + 1, 3)
-    assert not np.array_equal(a, b)
+    """``stream_key`` is the key ``uniforms`` hashes each index with (the native planner
+    starts from it): SplitMix64 written out here in Python ints, from the key alone,
+    gives numpy's draws bit for bit."""
+    mask, golden = (1 << 64) - 1, 0x9E3779B97F4A7C15
+
+    def mix(x: int) -> int:
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+        return x ^ (x >> 31)
+
+    idx = [0, 1, 2**33, 123456789]
+    for seed, epoch, view in [(5, 6, 1), (-1, 0, 0), (2**70 + 3, 9, 2)]:
+        key = stream_key(seed, epoch, view, STREAM)
+        want = [[(mix(mix(key ^ ((i * golden + golden) & mask)) ^ ((d + 1) * golden & mask))
+                  >> 11) / 2**53 for d in range(4)] for i in idx]
+        got = uniforms(seed, epoch, np.array(idx, np.int64), view, STREAM, 4)
+        assert got.tolist() == want
     assert stream_key(5, 6, 1, STREAM) != stream_key(5, 6, 1, STREAM + 1)
-    assert stream_key(-1, 0, 0, 0) == stream_key(2**64 - 1, 0, 0, 0)
 
 
 def test_planner_refuses_mismatched_arrays():
