@@ -24,7 +24,7 @@ import os
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,16 +155,17 @@ def _write_atomically(dest: Path, data: bytes) -> None:
 
 
 def _fetch_into_place(remote: CacheStore, key: str, rel: str, entry: Mapping[str, Any],
-                      dest: Path) -> int:
-    """Download ``rel`` under a private name, verify it, rename it to ``dest``; the
-    file's inode."""
+                      dest: Path, checked: Callable[[int], None] | None = None) -> None:
+    """Download ``rel`` under a private name, verify it, rename it to ``dest``.
+    ``checked(inode)`` is called with the verified file's inode before the rename makes
+    it visible, so that no reader can find it under ``dest`` before it is known."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{build_dir_name('part')}")
     try:
         fetch_one_verified(remote, key, rel, entry, tmp)
-        inode = os.stat(tmp).st_ino
+        if checked is not None:
+            checked(os.stat(tmp).st_ino)
         os.rename(tmp, dest)
-        return inode
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -304,14 +305,21 @@ class StreamedChunks:
             size = int(self.files[rel]["size"])
             if not self._make_room(size, ahead=ahead):
                 return False
+            def checked(inode: int) -> None:
+                with self._lock:
+                    self._checked[rel] = inode
+
             try:
-                inode = _fetch_into_place(self.remote, self.key, rel, self.files[rel], dest)
+                _fetch_into_place(self.remote, self.key, rel, self.files[rel], dest, checked)
+            except BaseException:
+                with self._lock:
+                    self._checked.pop(rel, None)
+                raise
             finally:
                 with self._lock:
                     self._reserved -= size
             with self._lock:
                 self.fetched[rel] += 1
-                self._checked[rel] = inode
         return True
 
     def _listing(self) -> list[tuple[str, int, int]]:

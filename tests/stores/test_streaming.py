@@ -298,6 +298,39 @@ def test_a_chunk_this_loader_checked_is_not_hashed_again_but_one_kept_from_befor
     assert hashed  # the chunks found in the area were hashed on first touch
 
 
+def test_a_chunk_is_known_checked_before_it_appears_under_its_name(setup, tmp_path,
+                                                                     monkeypatch):
+    """A reader that finds a chunk the moment the fetcher renames it into place (before
+    the fetcher's next line runs) still sees it as checked, and does not hash it again:
+    the rename is slowed down after it happens, so every chunk hits that moment."""
+    import os as real_os
+    import time
+
+    from slipstream.cache.arrays import ByteHeap
+    from slipstream.stores import streaming
+
+    class SlowRename:
+        def __getattr__(self, name):
+            return getattr(real_os, name)
+
+        @staticmethod
+        def rename(src, dst):
+            real_os.rename(src, dst)
+            time.sleep(0.05)
+
+    monkeypatch.setattr(streaming, "os", SlowRename())
+    hashed: list[int] = []
+    original = ByteHeap.verify_chunk
+    monkeypatch.setattr(ByteHeap, "verify_chunk",
+                        lambda heap, c, expected: (hashed.append(c), original(heap, c, expected))[1])
+    folder, full, remote = setup
+    total = sum(e["size"] for e in full.attrs["files"].values())
+    with loader_for(folder, tmp_path / "B", remote, total - 1, shuffle=True, seed=3) as loader:
+        assert sum(len(b["path"]) for b in loader) == len(full)
+        assert loader.cache.chunk_source.fetched
+    assert hashed == []
+
+
 def test_a_limited_loader_builds_a_missing_cache_into_the_remote_and_streams_it(
         tmp_path, s3_server, s3_bucket):
     """``remote_cache`` + ``local_cache_limit`` and a cache that is nowhere yet: it is
