@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ..hookspecs import hookimpl
+from ..location import Location
+from ._obstore_reads import ObstoreReader, reader_for
+from ._retry import RetryPolicy
 from .base import CacheStore
 from .remote import RemoteStore
 
@@ -46,11 +49,35 @@ class S3Store(RemoteStore):
     (``key``/``secret``/``token``, ``profile``, ``client_kwargs``, ``config_kwargs``).
     Credentials are never shown by :meth:`describe` or in error messages. Listings are
     never cached (``use_listings_cache=False``): other users change the store.
+
+    Whole-file downloads (:meth:`get_file`: pulls and streamed chunks) go through obstore
+    instead of s3fs when it is installed and the options name the endpoint or region and
+    the credentials explicitly (``stores/_obstore_reads.py``): same objects, same errors,
+    less CPU and no GIL held while the bytes move.
     """
 
     protocols = ("s3", "s3a")
     supports_put_if_absent = True
     supports_object_metadata = True
+
+    def __init__(self, location: Location, *, retry: RetryPolicy | None = None) -> None:
+        super().__init__(location, retry=retry)
+        self._reader: ObstoreReader | None = reader_for(location.storage_options,
+                                                        self.retry.deadline)
+
+    @property
+    def download_client(self) -> str:
+        """What :meth:`get_file` downloads with: ``"obstore"`` or ``"s3fs"``."""
+        return "s3fs" if self._reader is None else "obstore"
+
+    def get_file(self, key: str, rel: str, dest: Path) -> None:
+        reader = self._reader
+        if reader is None:
+            super().get_file(key, rel, dest)
+            return
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        path = self.object_path(key, rel)
+        self._call("downloading", self.object_url(key, rel), lambda t: reader.get_file(path, dest))
 
     @classmethod
     def client_options(cls, options: dict[str, Any]) -> dict[str, Any]:

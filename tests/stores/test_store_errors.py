@@ -57,12 +57,14 @@ def test_wrong_credentials_are_one_line_naming_the_store(weed_server, request, t
     store = open_remote_store(f"s3://{bucket}/caches", endpoint_url=endpoint.endpoint_url,
                               storage_options={"key": ACCESS_KEY, "secret": wrong},
                               retry=RetryPolicy(attempts=2, base_delay=0.01))
-    with pytest.raises(RemoteAccessError) as info:
-        store.names()
-    message = str(info.value)
-    assert isinstance(info.value, PermissionError)
-    assert f"s3://{bucket}/caches" in message and "credentials" in message
-    assert wrong not in message and "\n" not in message
+    for operation in (store.names,
+                      lambda: store.get_file("ab" * 20, "label/c/0", tmp_path / "c0")):
+        with pytest.raises(RemoteAccessError) as info:
+            operation()
+        message = str(info.value)
+        assert isinstance(info.value, PermissionError)
+        assert f"s3://{bucket}/caches" in message and "credentials" in message
+        assert wrong not in message and "\n" not in message
     r = run_cli("ls-remote", f"s3://{bucket}/caches", "--endpoint-url", endpoint.endpoint_url,
                 "--storage-option", f"key={ACCESS_KEY}", "--storage-option", f"secret={wrong}")
     line = assert_one_line_error(r, "ls-remote")
@@ -146,12 +148,19 @@ def silent_server():
     server.close()
 
 
-def test_a_hung_endpoint_times_out_by_the_deadline_and_says_so(silent_server, tmp_path):
+@pytest.mark.parametrize("reader", ["obstore", "s3fs"])
+def test_a_hung_endpoint_times_out_by_the_deadline_and_says_so(silent_server, tmp_path, reader,
+                                                               monkeypatch):
+    if reader == "obstore":
+        pytest.importorskip("obstore", reason="obstore is in the s3 and test extras")
+    monkeypatch.setenv("SLIPSTREAM_S3_READER", "auto" if reader == "obstore" else "s3fs")
     deadline = 1.5
     store = open_remote_store("s3://hung/caches", endpoint_url=silent_server.url,
                               storage_options={"key": ACCESS_KEY, "secret": SECRET},
                               retry=RetryPolicy(deadline=deadline))
+    assert store.download_client == reader
     for operation in (store.names, lambda: store.get("ab" * 20, "zarr.json"),
+                      lambda: store.get_file("ab" * 20, "image/heap/c/0", tmp_path / "c0"),
                       lambda: store.put("ab" * 20, "x", b"data")):
         started = time.monotonic()
         with pytest.raises(RemoteTimeoutError) as info:

@@ -1,0 +1,76 @@
+"""Downloads through obstore (``stores/_obstore_reads.py``): which options it takes over
+from s3fs, and the store contract on a real server with each download client."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+
+import pytest
+
+from slipstream.stores import S3Store, open_remote_store
+from slipstream.stores._obstore_reads import READER_ENV, reader_for
+from slipstream.testing import StoreTests
+
+obstore = pytest.importorskip("obstore", reason="obstore is in the s3 and test extras")
+
+EXPLICIT = {"key": "k", "secret": "s", "client_kwargs": {"region_name": "eu-west-1"}}
+
+
+@pytest.mark.parametrize("options", [
+    EXPLICIT,
+    {"key": "k", "secret": "s", "token": "t", "endpoint_url": "http://127.0.0.1:9"},
+    {"anon": True, "client_kwargs": {"endpoint_url": "https://minio.example"}},
+    {**EXPLICIT, "config_kwargs": {"retries": {"total_max_attempts": 1}, "read_timeout": 1,
+                                   "connect_timeout": 1}, "use_listings_cache": False},
+])
+def test_explicit_options_are_taken_over(options):
+    assert reader_for(options, deadline=30) is not None
+
+
+@pytest.mark.parametrize("options", [
+    {"key": "k", "secret": "s"},  # plain AWS, bucket region unknown: botocore finds it
+    {"profile": "team", "client_kwargs": {"region_name": "eu-west-1"}},
+    {"client_kwargs": {"region_name": "eu-west-1"}},  # the default credential chain
+    {**EXPLICIT, "client_kwargs": {"region_name": "eu-west-1", "verify": False}},
+    {**EXPLICIT, "config_kwargs": {"proxies": {"https": "http://proxy:3128"}}},
+    {**EXPLICIT, "requester_pays": True},
+])
+def test_anything_else_stays_with_s3fs(options):
+    assert reader_for(options, deadline=30) is None
+
+
+def test_the_environment_can_turn_it_off(monkeypatch):
+    monkeypatch.setenv(READER_ENV, "s3fs")
+    assert reader_for(EXPLICIT, deadline=30) is None
+
+
+def test_a_download_is_the_object_byte_for_byte(s3_server, s3_bucket, tmp_path):
+    data = bytes(range(256)) * 70_000  # 17.9 MB: several pieces of 8 MiB
+    s3_server.client().put_object(Bucket=s3_bucket, Key=f"caches/{'ab' * 20}/image/heap/c/0",
+                                  Body=data)
+    store = open_remote_store(f"s3://{s3_bucket}/caches",
+                              storage_options=s3_server.storage_options)
+    assert store.download_client == "obstore"
+    store.get_file("ab" * 20, "image/heap/c/0", tmp_path / "c0")
+    got = (tmp_path / "c0").read_bytes()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    copy = pickle.loads(pickle.dumps(store))  # a store travels to other processes
+    assert copy.download_client == "obstore"
+    copy.get_file("ab" * 20, "image/heap/c/0", tmp_path / "c1")
+    assert (tmp_path / "c1").read_bytes() == got
+
+
+class TestS3StoreMotoThroughS3fs(StoreTests):
+    """The kit with downloads through s3fs (the default is obstore where it is installed,
+    and ``test_store_conformance.py`` runs the kit that way)."""
+
+    secrets = ("testing-secret",)
+
+    @pytest.fixture
+    def store(self, s3_server, s3_bucket, monkeypatch):
+        monkeypatch.setenv(READER_ENV, "s3fs")
+        store = open_remote_store(f"s3://{s3_bucket}/caches",
+                                  storage_options=s3_server.storage_options)
+        assert isinstance(store, S3Store) and store.download_client == "s3fs"
+        return store
