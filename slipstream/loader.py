@@ -19,7 +19,7 @@ from ._decode_pool import BatchJob, DecodePool
 from ._sampler import BlockShuffle, EpochSampler
 from .cache import Cache
 from .cache.reader import HeapColumn, ImageColumn
-from .cache.streamed import BatchPins, pin_batch, read_ahead, stop_read_ahead
+from .cache.streamed import BatchPins, is_streamed, pin_batch, read_ahead, stop_read_ahead
 from .caching import ensure_cache
 from .dataset import SlipstreamDataset
 from .decode import kernel
@@ -704,8 +704,9 @@ class _EpochIterator:
         # the cache is in use until the epoch ends: `slipstream rm/prune` leave it alone
         self.in_use = self.cache.mark_in_use() if self.cache.mark_in_use else None
         try:
-            # the batches the previous epoch already pinned for this one are not "coming"
-            read_ahead(self.heaps, self.batches[self.submitted:])
+            # the batches the previous epoch already pinned for this one are not "coming";
+            # the next epoch's first ones, which this epoch's tail starts, are
+            read_ahead(self.heaps, self.batches[self.submitted:] + self._next_epoch_start())
             self._submit_until(len(self.slots))  # every slot is free: start decoding now
         except BaseException:
             self.close()
@@ -743,6 +744,15 @@ class _EpochIterator:
                 ahead.inflight[j] = self._submit(ahead.epoch, ahead.batches[j],
                                                  self._slot_of(n + j))
                 ahead.submitted += 1
+
+    def _next_epoch_start(self) -> list[np.ndarray]:
+        """The next epoch's batches that this epoch's tail will start (as things stand
+        now), for a streamed cache's read-ahead; none where no column is streamed."""
+        if not is_streamed(self.heaps):
+            return []
+        loader = self.loader
+        return list(loader._sampler().batches(loader._epoch, offset=loader._start_sample)
+                    [:len(self.slots)])
 
     def _ahead(self) -> _Ahead | None:
         """The epoch the loader will run next, as it stands now (made once)."""

@@ -20,7 +20,7 @@ import numpy as np
 from .arrays import ByteHeap
 
 __all__ = ["ChunkSource", "StreamedByteHeap", "BatchPins", "pin_batch", "read_ahead",
-           "stop_read_ahead"]
+           "stop_read_ahead", "is_streamed"]
 
 
 @runtime_checkable
@@ -144,6 +144,11 @@ class StreamedByteHeap(ByteHeap):
         held = [c for c, n in enumerate(self._pins) for _ in range(n)]
         self.unpin(held)
         super().close()
+
+
+def is_streamed(columns: Sequence[Any]) -> bool:
+    """Whether any of ``columns`` (or heaps) is streamed."""
+    return bool(_streamed(columns))
 
 
 def _streamed(heaps: Sequence[Any]) -> list[StreamedByteHeap]:

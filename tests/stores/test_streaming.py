@@ -354,3 +354,27 @@ def test_a_limited_loader_builds_a_missing_cache_into_the_remote_and_streams_it(
                 assert np.array_equal(a["image"].numpy(), b["image"].numpy())
                 assert a["path"] == b["path"]
                 assert np.array_equal(a["label"].numpy(), b["label"].numpy())
+
+
+def test_the_read_ahead_runs_on_into_the_next_epochs_first_batches(setup, tmp_path):
+    """An epoch's tail starts the next epoch's first batches (one per prefetch slot), so
+    the read-ahead plan an epoch hands its chunk source ends with the chunks those read:
+    they are fetched ahead like any others instead of on demand at the epoch's end."""
+    folder, full, remote = setup
+    total = sum(e["size"] for e in full.attrs["files"].values())
+    with loader_for(folder, tmp_path / "B", remote, total // 2, shuffle=True, seed=5) as loader:
+        source = loader.cache.chunk_source
+        heaps = [loader.cache.column(f).heap for f in ("image", "path")]  # both streamed
+        this_epoch = len(loader)
+        it = iter(loader)
+        try:
+            next(it)
+            plan = list(source._plan)
+            following = loader._sampler().batches(loader.epoch)  # epoch 1, as it stands
+        finally:
+            it.close()
+    ahead = len(plan) - this_epoch
+    assert 1 <= ahead <= len(following)
+    assert plan[this_epoch:] == [
+        sorted({h.chunk_path(c).relative_to(source.area).as_posix()
+                for h in heaps for c in h.chunks_of(b)}) for b in following[:ahead]]
