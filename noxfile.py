@@ -53,7 +53,8 @@ def bench(session: nox.Session) -> None:
     ``.bench/bench_pull.json``, ``.bench/bench_yuv.json``, ``.bench/bench_presets.json``,
     ``.bench/bench_soak.json``, ``.bench/bench_partial.json``,
     ``.bench/bench_kernel.json`` (GIL per image with py-spy, YUV420 vs JPEG, the
-    PyTurboJPEG+cv2 and torch baselines), ``.bench/bench_streaming.json`` and the chart
+    PyTurboJPEG+cv2 and torch baselines), ``.bench/bench_streaming.json``,
+    ``.bench/bench_s3_clients.json`` (obstore vs s3fs downloads) and the chart
     ``docs/benchmarks.png``. ``nox -s bench -- --quick`` runs small smoke versions
     (results in ``.bench/*-quick.*``); other arguments go to ``bench_loader.py``.
     """
@@ -76,6 +77,7 @@ def bench(session: nox.Session) -> None:
     run("bench_kernel", *(["--images", "400", "--rounds", "1", "--seconds", "1",
                            "--gil-seconds", "3"] if quick else []))
     run("bench_streaming", *(["--images", "400", "--rounds", "1"] if quick else []))
+    run("bench_s3_clients", *(["--rounds", "1"] if quick else ["--gil"]))
 
 
 @nox.session(venv_backend="none")

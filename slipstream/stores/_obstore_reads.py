@@ -3,9 +3,9 @@
 Why: s3fs runs every transfer on one asyncio thread that holds the GIL while it moves the
 body, ~0.9 ms per MB measured on loopback (py-spy ``--gil``), so a process cannot stream
 much past ~1 GB/s however many cores it has, and the loader's own threads queue behind it.
-obstore moves the body in Rust with the GIL released (~0.12 ms per MB held, for the
-Python side of each piece) and needs ~45% less client CPU per object. See
-docs/streaming.md, "Transport".
+obstore moves the body in Rust with the GIL released (~0.25 ms per MB held, for the
+Python around each request and piece) and needs 25–40% less client CPU per object
+(``benchmarks/bench_s3_clients.py``; docs/streaming.md, "Transport").
 
 Used only for :meth:`S3Store.get_file` (pull and streamed chunk downloads: the bytes that
 matter), and only when the store's options say everything obstore needs to know
@@ -134,26 +134,39 @@ class ObstoreReader:
 
 
 def _builtin_error(exc: BaseException) -> OSError:
-    """``exc`` (an obstore error) as the built-in type that says what happened: its first
-    paragraph as the message (obstore appends a Rust debug dump), its HTTP error kind
-    (``kind: Timeout``, ``kind: Connect``, ...) from the dump for the type."""
+    """``exc`` (an obstore error) as the built-in type that says what happened, carrying
+    the service's error code and HTTP status as botocore's errors do (``.response``), so
+    that :class:`~slipstream.stores.RemoteStore` explains and retries it the same way.
+    The message is obstore's first line with the service's XML reduced to its code and
+    message (obstore appends a Rust debug dump, whose HTTP error kind, ``kind: Timeout``,
+    ``kind: Connect``, ... picks the type where there was no answer)."""
     import obstore.exceptions as e
 
     full = str(exc)
-    text = " ".join(full.split("\n\nDebug source:", 1)[0].split())
+    head = full.split("\n\nDebug source:", 1)[0]
+    code, message = _CODE.search(head), _MESSAGE.search(head)
+    status = _STATUS.search(full)
+    text = " ".join(head.split("<?xml", 1)[0].split()).rstrip(": ")
+    if code:
+        text += f" ({code.group(1)}" + (f": {message.group(1)})" if message else ")")
     kinds = set(_KIND.findall(full))
+    out: OSError
     if isinstance(exc, e.NotFoundError):
-        if "NoSuchBucket" in full:
-            return FileNotFoundError("The specified bucket does not exist")
-        return FileNotFoundError(text)
-    if isinstance(exc, (e.PermissionDeniedError, e.UnauthenticatedError)):
-        return PermissionError(text)
-    if "Timeout" in kinds:
-        return TimeoutError(text)
-    if kinds & {"Connect", "Request", "Body", "Decode"} or _SERVER_ERROR.search(full):
-        return ConnectionError(text)  # retried by RetryPolicy, as botocore's are
-    return OSError(text)
+        out = FileNotFoundError(text)
+    elif isinstance(exc, (e.PermissionDeniedError, e.UnauthenticatedError)):
+        out = PermissionError(text)
+    elif "Timeout" in kinds:
+        out = TimeoutError(text)
+    elif kinds & {"Connect", "Request", "Body", "Decode"}:
+        out = ConnectionError(text)  # retried by RetryPolicy, as botocore's are
+    else:
+        out = OSError(text)
+    out.response = {"Error": {"Code": code.group(1) if code else None},  # type: ignore[attr-defined]
+                    "ResponseMetadata": {"HTTPStatusCode": int(status.group(1)) if status else None}}
+    return out
 
 
 _KIND = re.compile(r"\bkind: (\w+)")
-_SERVER_ERROR = re.compile(r"\bstatus: 5\d\d\b|\bServer error\b", re.IGNORECASE)
+_CODE = re.compile(r"<Code>(\w+)</Code>")
+_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
+_STATUS = re.compile(r"\bstatus(?: code)?:? (\d{3})\b")

@@ -64,6 +64,7 @@ def test_wrong_credentials_are_one_line_naming_the_store(weed_server, request, t
         message = str(info.value)
         assert isinstance(info.value, PermissionError)
         assert f"s3://{bucket}/caches" in message and "credentials" in message
+        assert "SignatureDoesNotMatch" in message  # the service's own code
         assert wrong not in message and "\n" not in message
     r = run_cli("ls-remote", f"s3://{bucket}/caches", "--endpoint-url", endpoint.endpoint_url,
                 "--storage-option", f"key={ACCESS_KEY}", "--storage-option", f"secret={wrong}")
