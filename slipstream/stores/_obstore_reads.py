@@ -81,8 +81,9 @@ class ObstoreReader:
     """Downloads ``bucket/key`` paths to files; one obstore client per bucket.
 
     Errors come out as the built-in types :class:`~slipstream.stores.RemoteStore` explains
-    (``FileNotFoundError``, ``PermissionError``, ``TimeoutError``, ``OSError``), so that
-    messages and retries are the same as through s3fs.
+    (``FileNotFoundError``, ``PermissionError``, ``TimeoutError``, ``ConnectionError``,
+    ``OSError``), so that messages and retries are the same as through s3fs. A failed
+    download may leave part of the file at ``dest``; callers download to private names.
     """
 
     def __init__(self, settings: dict[str, Any], *, deadline: float, max_retries: int,

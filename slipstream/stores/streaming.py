@@ -305,6 +305,7 @@ class StreamedChunks:
             size = int(self.files[rel]["size"])
             if not self._make_room(size, ahead=ahead):
                 return False
+
             def checked(inode: int) -> None:
                 with self._lock:
                     self._checked[rel] = inode
