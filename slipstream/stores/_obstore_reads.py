@@ -55,6 +55,8 @@ def reader_for(options: Mapping[str, Any], deadline: float) -> ObstoreReader | N
     region = client.get("region_name")
     if not endpoint and not region:
         return None  # plain AWS with an unknown bucket region: botocore follows redirects
+    if os.environ.get("AWS_CA_BUNDLE") and not str(endpoint or "").startswith("http://"):
+        return None  # a private CA for TLS: botocore honours it; obstore is not told
     settings: dict[str, Any] = {"region": region or "us-east-1"}
     if endpoint:
         settings["endpoint"] = str(endpoint)

@@ -17,6 +17,11 @@ obstore = pytest.importorskip("obstore", reason="obstore is in the s3 and test e
 EXPLICIT = {"key": "k", "secret": "s", "client_kwargs": {"region_name": "eu-west-1"}}
 
 
+@pytest.fixture(autouse=True)
+def _no_private_ca(monkeypatch):
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)  # some machines set one globally
+
+
 @pytest.mark.parametrize("options", [
     EXPLICIT,
     {"key": "k", "secret": "s", "token": "t", "endpoint_url": "http://127.0.0.1:9"},
@@ -43,6 +48,15 @@ def test_anything_else_stays_with_s3fs(options):
 def test_the_environment_can_turn_it_off(monkeypatch):
     monkeypatch.setenv(READER_ENV, "s3fs")
     assert reader_for(EXPLICIT, deadline=30) is None
+
+
+def test_a_private_ca_for_tls_stays_with_s3fs(monkeypatch):
+    monkeypatch.setenv("AWS_CA_BUNDLE", "/etc/ssl/private-ca.pem")
+    assert reader_for(EXPLICIT, deadline=30) is None
+    assert reader_for({**EXPLICIT, "endpoint_url": "https://minio.lab"}, deadline=30) is None
+    assert reader_for({**EXPLICIT, "endpoint_url": "http://minio.lab"}, deadline=30) is not None
+    monkeypatch.delenv("AWS_CA_BUNDLE")
+    assert reader_for(EXPLICIT, deadline=30) is not None
 
 
 def test_a_download_is_the_object_byte_for_byte(s3_server, s3_bucket, tmp_path):
