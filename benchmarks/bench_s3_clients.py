@@ -19,7 +19,6 @@ import argparse
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,10 +31,14 @@ from _corpus import BENCH_DIR, write_results
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench_pull import MotoProcess  # noqa: E402
-from bench_streaming import _remote_with_reader, process_cpu  # noqa: E402
+from bench_streaming import (  # noqa: E402
+    _remote_with_reader,
+    process_cpu,
+    spread,
+    start_server,
+)
 
-from tests._servers import WeedS3, weed_binary  # noqa: E402
+from tests._servers import weed_binary  # noqa: E402
 
 OBJECTS, SIZE, THREADS = 48, 4_200_000, 4
 KEY = "ab" * 20
@@ -85,13 +88,7 @@ def gil_ms_per_object(store, work: Path, seconds: float = 6.0) -> float | None:
 
 
 def run_on(kind: str, work: Path, rounds: int, gil: bool) -> dict:
-    if kind == "weed":
-        server = WeedS3(weed_binary() or "weed", work / "weed")
-        server.start()
-        endpoint, stop, pid = server.endpoint, server.stop, server.proc.pid
-    else:
-        moto = MotoProcess()
-        endpoint, stop, pid = moto.endpoint, moto.stop, moto.proc.pid
+    endpoint, stop, pid = start_server(kind, work)
     try:
         bucket = endpoint.new_bucket("bench-clients")
         client = endpoint.client()
@@ -115,8 +112,7 @@ def run_on(kind: str, work: Path, rounds: int, gil: bool) -> dict:
         out: dict = {"server": kind, "objects": OBJECTS, "object_bytes": SIZE,
                      "threads": THREADS}
         for c, values in got.items():
-            out[c] = {k: {"median": statistics.median(v), "min": min(v), "max": max(v)}
-                      for k, v in values.items()}
+            out[c] = {k: spread(v) for k, v in values.items()}
             if gil:
                 out[c]["gil_ms_per_object"] = gil_ms_per_object(stores[c], work)
         return out

@@ -187,6 +187,17 @@ def spread(values: list[float]) -> dict:
             "all": values}
 
 
+def start_server(kind: str, work: Path):
+    """An S3 server (``moto`` or ``weed``) on loopback in its own process: its endpoint,
+    a function that stops it, and its pid (for its CPU time)."""
+    if kind == "weed":
+        server = WeedS3(weed_binary() or "weed", work / "weed")
+        server.start()
+        return server.endpoint, server.stop, server.proc.pid
+    moto = MotoProcess()
+    return moto.endpoint, moto.stop, moto.proc.pid
+
+
 def _remote_with_reader(bucket: str, endpoint, reader: str):
     """The bucket's store, its downloads through ``reader`` (the choice is made when a
     store is opened, from ``$SLIPSTREAM_S3_READER``)."""
@@ -209,13 +220,7 @@ def run_on(kind: str, folder: Path, cache, work: Path, rounds: int, threads: lis
            clients: list[str]) -> dict:
     from slipstream.stores.sync import open_remote_store
 
-    if kind == "weed":
-        server = WeedS3(weed_binary() or "weed", work / "weed")
-        server.start()
-        endpoint, stop, pid = server.endpoint, server.stop, server.proc.pid
-    else:
-        moto = MotoProcess()
-        endpoint, stop, pid = moto.endpoint, moto.stop, moto.proc.pid
+    endpoint, stop, pid = start_server(kind, work)
     try:
         bucket = endpoint.new_bucket("bench-stream")
         remote = open_remote_store(f"s3://{bucket}/caches/", endpoint_url=endpoint.endpoint_url,
