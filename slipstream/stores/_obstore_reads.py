@@ -12,24 +12,47 @@ matter), and only when the store's options say everything obstore needs to know
 explicitly (:func:`reader_for`); anything else (a profile, the default credential chain,
 options obstore has no name for) keeps s3fs, which understands them all.
 ``$SLIPSTREAM_S3_READER=s3fs`` turns it off.
+
+obstore runs its requests on a tokio runtime whose threads a ``fork()`` does not copy: a
+forked child that uses it hangs. So a process forked after obstore was imported (a
+DataLoader worker, a ``multiprocessing`` fork) downloads through s3fs (:func:`usable`).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-__all__ = ["READER_ENV", "ObstoreReader", "reader_for"]
+__all__ = ["READER_ENV", "ObstoreReader", "reader_for", "usable"]
 
 #: ``s3fs`` forces s3fs for downloads; ``auto`` (the default) uses obstore where it can.
 READER_ENV = "SLIPSTREAM_S3_READER"
 #: Pieces a download is written in: memory per download stays bounded for big files.
 PIECE_BYTES = 8 << 20
+
+#: Whether this process was forked from one that had imported obstore.
+_forked_after_import = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_after_import
+    _forked_after_import = _forked_after_import or "obstore" in sys.modules
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def usable() -> bool:
+    """Whether obstore can be used in this process (not a child forked after obstore was
+    imported: its runtime's threads are missing there)."""
+    return not _forked_after_import
+
 
 _OPTION_KEYS = frozenset({"key", "secret", "token", "anon", "endpoint_url", "client_kwargs",
                           "config_kwargs", "use_listings_cache"})

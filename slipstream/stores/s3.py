@@ -18,6 +18,7 @@ from typing import Any
 from ..hookspecs import hookimpl
 from ..location import Location
 from ._obstore_reads import ObstoreReader, reader_for
+from ._obstore_reads import usable as obstore_usable
 from ._retry import RetryPolicy
 from .base import CacheStore
 from .remote import RemoteStore
@@ -67,12 +68,12 @@ class S3Store(RemoteStore):
 
     @property
     def download_client(self) -> str:
-        """What :meth:`get_file` downloads with: ``"obstore"`` or ``"s3fs"``."""
-        return "s3fs" if self._reader is None else "obstore"
+        """What :meth:`get_file` downloads with now: ``"obstore"`` or ``"s3fs"``."""
+        return "s3fs" if self._reader is None or not obstore_usable() else "obstore"
 
     def get_file(self, key: str, rel: str, dest: Path) -> None:
         reader = self._reader
-        if reader is None:
+        if reader is None or not obstore_usable():
             super().get_file(key, rel, dest)
             return
         dest.parent.mkdir(parents=True, exist_ok=True)

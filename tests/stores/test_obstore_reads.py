@@ -4,6 +4,7 @@ from s3fs, and the store contract on a real server with each download client."""
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import pickle
 
 import pytest
@@ -88,3 +89,35 @@ class TestS3StoreMotoThroughS3fs(StoreTests):
                                   storage_options=s3_server.storage_options)
         assert isinstance(store, S3Store) and store.download_client == "s3fs"
         return store
+
+
+def test_a_child_forked_after_obstore_was_used_downloads_through_s3fs(s3_server, s3_bucket,
+                                                                       tmp_path):
+    """obstore's runtime threads do not survive a fork: a forked child that used it would
+    hang. A child (a DataLoader worker, a multiprocessing fork) downloads through s3fs."""
+    data = b"chunk" * 50_000
+    s3_server.client().put_object(Bucket=s3_bucket, Key=f"caches/{'ab' * 20}/image/heap/c/0",
+                                  Body=data)
+    url = f"s3://{s3_bucket}/caches"
+    store = open_remote_store(url, storage_options=s3_server.storage_options)
+    store.get_file("ab" * 20, "image/heap/c/0", tmp_path / "parent")  # obstore is running
+    assert store.download_client == "obstore"
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+
+    def child() -> None:
+        mine = open_remote_store(url, storage_options=s3_server.storage_options)
+        mine.get_file("ab" * 20, "image/heap/c/0", tmp_path / "child")
+        results.put((mine.download_client, (tmp_path / "child").read_bytes() == data))
+
+    process = ctx.Process(target=child)
+    process.start()
+    process.join(60)
+    hung = process.is_alive()
+    if hung:
+        process.kill()
+        process.join()
+    assert not hung, "the forked child hung downloading"
+    assert process.exitcode == 0
+    assert results.get(timeout=10) == ("s3fs", True)
+    assert store.download_client == "obstore"  # the parent goes on as before
